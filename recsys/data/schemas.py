@@ -1,0 +1,203 @@
+"""Exact schemas of the public raw files: column names, order and dtypes.
+
+These are the formats of the files as the public releases ship them (see the KuaiRand README and the
+IJCAI-15 Tianchi description). Readers validate headers against them and synthetic generators write them,
+so a single definition serves both directions.
+
+A schema is an ordered ``dict`` of column name -> polars dtype: the dtype a reader parses the column as,
+and the dtype a writer formats it from (``Float64`` columns are written like Python ``repr``: ``0.0``).
+
+>>> list(KUAIRAND_LOG)[:5]
+['user_id', 'video_id', 'date', 'hourmin', 'time_ms']
+>>> KUAIRAND_RELEASES["pure"].standard_logs
+('log_standard_4_08_to_4_21_pure.csv', 'log_standard_4_22_to_5_08_pure.csv')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+Schema = dict[str, pl.DataType]
+
+# ---------------------------------------------------------------------------------------------------------
+# KuaiRand (Gao et al., CIKM 2022). Three releases with identical schemas.
+# ---------------------------------------------------------------------------------------------------------
+
+#: The 19 columns of every ``log_standard_*`` / ``log_random_*`` file, all int64, no missing values.
+KUAIRAND_LOG: Schema = {
+    name: pl.Int64()
+    for name in (
+        "user_id", "video_id", "date", "hourmin", "time_ms",
+        "is_click", "is_like", "is_follow", "is_comment", "is_forward", "is_hate", "long_view",
+        "play_time_ms", "duration_ms", "profile_stay_time", "comment_stay_time", "is_profile_enter",
+        "is_rand", "tab",
+    )
+}
+
+#: KuaiRand's 0/1 feedback flags, in the bit order of the prepared ``actions`` bitmask.
+KUAIRAND_ACTIONS: tuple[str, ...] = (
+    "click", "long_view", "like", "follow", "comment", "forward", "hate", "profile_enter",
+)
+#: Raw log column of each action.
+KUAIRAND_ACTION_COLUMNS: dict[str, str] = {
+    "click": "is_click", "long_view": "long_view", "like": "is_like", "follow": "is_follow",
+    "comment": "is_comment", "forward": "is_forward", "hate": "is_hate", "profile_enter": "is_profile_enter",
+}
+
+_ONEHOT_FLOAT = {4, 12, 13, 14, 15, 16, 17}  # onehot_feat4 and 12..17 are float64 with empty = missing
+
+KUAIRAND_USER_FEATURES: Schema = {
+    "user_id": pl.Int64(),
+    "user_active_degree": pl.String(),
+    "is_lowactive_period": pl.Int64(),
+    "is_live_streamer": pl.Int64(),  # {-124, 1}; -124 is the missing sentinel
+    "is_video_author": pl.Int64(),
+    "follow_user_num": pl.Int64(),
+    "follow_user_num_range": pl.String(),
+    "fans_user_num": pl.Int64(),
+    "fans_user_num_range": pl.String(),
+    "friend_user_num": pl.Int64(),
+    "friend_user_num_range": pl.String(),
+    "register_days": pl.Int64(),
+    "register_days_range": pl.String(),
+    **{f"onehot_feat{i}": (pl.Float64() if i in _ONEHOT_FLOAT else pl.Int64()) for i in range(18)},
+}
+
+#: The missing-value sentinel of some KuaiRand integer features.
+KUAIRAND_SENTINEL = -124
+
+KUAIRAND_VIDEO_BASIC: Schema = {
+    "video_id": pl.Int64(),
+    "author_id": pl.Int64(),
+    "video_type": pl.String(),  # NORMAL, AD, UNKNOWN
+    "upload_dt": pl.String(),  # yyyy-mm-dd
+    "upload_type": pl.String(),
+    "visible_status": pl.Float64(),
+    "video_duration": pl.Float64(),  # ms, may be empty
+    "server_width": pl.Float64(),
+    "server_height": pl.Float64(),
+    "music_id": pl.Int64(),  # 0 = none
+    "music_type": pl.Float64(),  # may be empty
+    "tag": pl.String(),  # comma-joined ints, quoted when it holds a comma, may be empty
+}
+
+#: The 50 float64 statistics after ``video_id, counts``, in file order.
+KUAIRAND_VIDEO_STATISTIC_FLOATS: tuple[str, ...] = (
+    "show_cnt", "show_user_num", "play_cnt", "play_user_num", "play_duration", "complete_play_cnt",
+    "complete_play_user_num", "valid_play_cnt", "valid_play_user_num", "long_time_play_cnt",
+    "long_time_play_user_num", "short_time_play_cnt", "short_time_play_user_num", "play_progress",
+    "comment_stay_duration", "like_cnt", "like_user_num", "click_like_cnt", "double_click_cnt",
+    "cancel_like_cnt", "cancel_like_user_num", "comment_cnt", "comment_user_num", "direct_comment_cnt",
+    "reply_comment_cnt", "delete_comment_cnt", "delete_comment_user_num", "comment_like_cnt",
+    "comment_like_user_num", "follow_cnt", "follow_user_num", "cancel_follow_cnt", "cancel_follow_user_num",
+    "share_cnt", "share_user_num", "download_cnt", "download_user_num", "report_cnt", "report_user_num",
+    "reduce_similar_cnt", "reduce_similar_user_num", "collect_cnt", "collect_user_num", "cancel_collect_cnt",
+    "cancel_collect_user_num", "direct_comment_user_num", "reply_comment_user_num", "share_all_cnt",
+    "share_all_user_num", "outsite_share_all_cnt",
+)
+KUAIRAND_VIDEO_STATISTIC: Schema = {
+    "video_id": pl.Int64(),
+    "counts": pl.Int64(),
+    **{name: pl.Float64() for name in KUAIRAND_VIDEO_STATISTIC_FLOATS},
+}
+
+
+@dataclass(frozen=True)
+class KuaiRandRelease:
+    """File names of one KuaiRand release, relative to its ``data/`` folder."""
+
+    name: str
+    standard_logs: tuple[str, ...]
+    random_logs: tuple[str, ...]
+    user_features: str
+    video_basic: tuple[str, ...]
+    video_statistic: tuple[str, ...]
+    #: Published sizes, for documentation and the full-size synthetic default.
+    users: int
+    items: int
+    standard_rows: int
+
+    @property
+    def logs(self) -> tuple[str, ...]:
+        return self.standard_logs + self.random_logs
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.logs + (self.user_features,) + self.video_basic + self.video_statistic
+
+
+def _kuairand_release(name: str, suffix: str, users: int, items: int, rows: int) -> KuaiRandRelease:
+    if suffix == "27k":
+        standard = tuple(
+            f"log_standard_{span}_27k_part{p}.csv" for span in ("4_08_to_4_21", "4_22_to_5_08") for p in (1, 2)
+        )
+        statistic = tuple(f"video_features_statistic_27k_part{p}.csv" for p in (1, 2, 3))
+    else:
+        standard = (f"log_standard_4_08_to_4_21_{suffix}.csv", f"log_standard_4_22_to_5_08_{suffix}.csv")
+        statistic = (f"video_features_statistic_{suffix}.csv",)
+    return KuaiRandRelease(
+        name=name,
+        standard_logs=standard,
+        random_logs=(f"log_random_4_22_to_5_08_{suffix}.csv",),
+        user_features=f"user_features_{suffix}.csv",
+        video_basic=(f"video_features_basic_{suffix}.csv",),
+        video_statistic=statistic,
+        users=users,
+        items=items,
+        standard_rows=rows,
+    )
+
+
+KUAIRAND_RELEASES: dict[str, KuaiRandRelease] = {
+    "pure": _kuairand_release("kuairand-pure", "pure", 27_285, 7_551, 1_436_609),
+    "1k": _kuairand_release("kuairand-1k", "1k", 1_000, 4_369_953, 11_713_045),
+    "27k": _kuairand_release("kuairand-27k", "27k", 27_285, 32_038_725, 322_278_385),
+}
+
+#: The usual KuaiRand date split (inclusive yyyymmdd bounds).
+KUAIRAND_SPLIT = {"train_end": 20220421, "valid_end": 20220428, "test_end": 20220508}
+KUAIRAND_FIRST_DAY = 20220408
+KUAIRAND_UTC_OFFSET_HOURS = 8  # `date` is the UTC+8 date of `time_ms`
+
+# ---------------------------------------------------------------------------------------------------------
+# Tmall, IJCAI-15 "Repeat Buyers Prediction" (Tianchi), data_format1.
+# ---------------------------------------------------------------------------------------------------------
+
+TMALL_USER_LOG_FILE = "user_log_format1.csv"
+TMALL_USER_INFO_FILE = "user_info_format1.csv"
+TMALL_TRAIN_FILE = "train_format1.csv"
+TMALL_TEST_FILE = "test_format1.csv"
+
+TMALL_USER_LOG: Schema = {
+    "user_id": pl.Int64(),
+    "item_id": pl.Int64(),
+    "cat_id": pl.Int64(),
+    "seller_id": pl.Int64(),
+    "brand_id": pl.Int64(),  # empty or NULL when missing
+    "time_stamp": pl.Int64(),  # mmdd without a year, written 829 or 0829
+    "action_type": pl.Int64(),  # 0 click, 1 add-to-cart, 2 purchase, 3 add-to-favourite
+}
+TMALL_USER_INFO: Schema = {
+    "user_id": pl.Int64(),
+    "age_range": pl.Int64(),  # 0..8, 0 or missing = unknown
+    "gender": pl.Int64(),  # 0 female, 1 male, 2 or missing = unknown
+}
+TMALL_TRAIN: Schema = {"user_id": pl.Int64(), "merchant_id": pl.Int64(), "label": pl.Int64()}
+TMALL_TEST: Schema = {"user_id": pl.Int64(), "merchant_id": pl.Int64(), "prob": pl.Float64()}
+
+#: Raw ``action_type`` code -> action name.
+TMALL_ACTION_TYPES: dict[int, str] = {0: "click", 1: "cart", 2: "purchase", 3: "favourite"}
+#: Tmall's actions in funnel order: the bit order of the prepared ``actions`` bitmask.
+TMALL_ACTIONS: tuple[str, ...] = ("click", "favourite", "cart", "purchase")
+#: Published release sizes.
+TMALL_ROWS = 54_925_330
+TMALL_USERS = 424_170
+TMALL_ITEMS = 1_090_390
+TMALL_DEFAULT_YEAR = 2014  # the six months up to Double 11 2014 (the contest ran in 2015, before 11-11-2015)
+
+
+def csv_header(schema: Schema) -> str:
+    """The exact header line (without the newline) of a file with this schema."""
+    return ",".join(schema)
