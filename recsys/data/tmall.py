@@ -145,7 +145,7 @@ class TmallSource:
             pl.when(pl.col("age_range") > 0).then(pl.col("age_range")).cast(pl.UInt8).alias("age_range"),
             pl.when(pl.col("gender") < 2).then(pl.col("gender")).cast(pl.UInt8).alias("gender"),
         )
-        return SideTable(frame, numeric=("age_range", "gender"))
+        return SideTable(frame, categorical={"age_range": "age_range", "gender": "gender"})
 
     def default_split(self) -> tuple[int, int]:
         """Train up to 10-28, validation 10-29..11-04, test 11-05..11-11 (the last two weeks)."""

@@ -1,0 +1,102 @@
+"""Training batches: sparse ids as torchrec ``KeyedJaggedTensor``, labels and targets as tensors.
+
+A KJT holds several sparse features for a batch, each a jagged list per sample. For a batch of two users
+whose histories are ``[5, 9, 2]`` and ``[7]``::
+
+    features = KeyedJaggedTensor.from_lengths_sync(
+        keys=["item"], values=torch.tensor([5, 9, 2, 7]), lengths=torch.tensor([3, 1]))
+    features["item"].to_padded_dense(...)   # or fbgemm's jagged_to_padded_dense where a model needs dense
+
+Batches are dataclasses with a ``to(device)`` so Lightning moves them as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+
+class _Movable:
+    def to(self, device: torch.device | str, non_blocking: bool = False):  # noqa: ANN201
+        moved = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, (torch.Tensor, KeyedJaggedTensor)):
+                value = value.to(device, non_blocking=non_blocking)
+            moved[f.name] = value
+        return replace(self, **moved)  # type: ignore[type-var]
+
+    def pin_memory(self):  # noqa: ANN201
+        pinned = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, (torch.Tensor, KeyedJaggedTensor)):
+                value = value.pin_memory()
+            pinned[f.name] = value
+        return replace(self, **pinned)  # type: ignore[type-var]
+
+
+@dataclass
+class RetrievalBatch(_Movable):
+    """Next-item retrieval.
+
+    Training (``targets.dim() == 1`` and aligned with the history): ``features["item"]`` holds each
+    sample's input items and ``targets`` the next item at every input position (same jagged layout).
+    Evaluation: ``targets`` is ``[B]``, the held-out next item after each history.
+
+    ``negatives``: sampled items, ``[len(targets), n]``, or ``None``.
+    """
+
+    features: KeyedJaggedTensor
+    targets: torch.Tensor
+    users: torch.Tensor
+    negatives: torch.Tensor | None = None
+    aligned: bool = True  # True: targets per history position (training); False: one per sample
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.users.shape[0])
+
+
+@dataclass
+class RankingBatch(_Movable):
+    """Ranking: user, history and candidate item -> multi-action labels.
+
+    ``features`` keys: ``user``, ``item`` (the candidate) and its side features (one id each),
+    ``tags`` (jagged), ``history`` (the user's previous positive items, jagged), and context ids.
+    ``labels`` ``[B, A]`` (0/1 per action of the manifest), ``users`` ``[B]`` for GAUC grouping.
+    """
+
+    features: KeyedJaggedTensor
+    labels: torch.Tensor
+    users: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.users.shape[0])
+
+
+def jagged_take(offsets_start: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Flat indices of the ranges ``[start, start + length)`` concatenated (vectorised).
+
+    >>> jagged_take(np.array([10, 3]), np.array([2, 3])).tolist()
+    [10, 11, 3, 4, 5]
+    """
+    lengths = lengths.astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts_rep = np.repeat(offsets_start.astype(np.int64), lengths)
+    first = np.cumsum(lengths) - lengths
+    return starts_rep + np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
+
+
+def make_kjt(features: dict[str, tuple[np.ndarray, np.ndarray]]) -> KeyedJaggedTensor:
+    """A KJT from ``{key: (values, lengths)}`` numpy arrays (values as int64 ids)."""
+    keys = list(features)
+    values = torch.from_numpy(np.concatenate([features[k][0].astype(np.int64, copy=False) for k in keys]))
+    lengths = torch.from_numpy(np.concatenate([features[k][1].astype(np.int32, copy=False) for k in keys]))
+    return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=values, lengths=lengths)
