@@ -62,7 +62,8 @@ def check_header(path: Path, schema: Schema, *, require_rows: bool = True) -> No
             parts.append("unexpected column(s) " + ", ".join(f"'{c}'" for c in extra))
         msg = "; ".join(parts)
     else:
-        msg = "columns in the wrong order"
+        pos = next(i for i, (e, g) in enumerate(zip(expected, got, strict=True)) if e != g)
+        msg = f"columns in the wrong order: column {pos + 1} is '{got[pos]}' where '{expected[pos]}' was expected"
     raise DataError(path, f"{msg}; expected the header {csv_header(schema)}", line=1)
 
 
@@ -195,7 +196,24 @@ def validate(
     for i, check in enumerate(checks):
         if counts[str(i)][0]:
             error = locate_invalid(paths, schema, check, null_values=null_values)
-            raise error or DataError(paths[0], f"expected {check.expected}", column=check.column)
+            # A short row parses with missing trailing fields: report the malformed row itself when it
+            # comes first, rather than the missing value it causes.
+            structural = _first_structural_error(paths, schema, null_values, until=error)
+            raise structural or error or DataError(paths[0], f"expected {check.expected}", column=check.column)
+
+
+def _first_structural_error(
+    paths: Sequence[Path], schema: Schema, null_values: Sequence[str], until: DataError | None
+) -> DataError | None:
+    for path in paths:
+        found = locate_parse_error(path, schema, null_values=null_values)
+        if found is not None:
+            if until is None or Path(until.path) != path or (found.line or 0) <= (until.line or 0):
+                return found
+            return None
+        if until is not None and Path(until.path) == path:
+            return None
+    return None
 
 
 def read_checked(

@@ -88,7 +88,7 @@ class KuaiRandSource:
     user_column = "user_id"
     item_column = "video_id"
     item_columns_in_log = ()
-    bytes_per_row = 60
+    bytes_per_row = 72
     rows_per_bucket = 4_000_000  # wide rows (19 columns)
     log_schema = KUAIRAND_LOG
     null_values = ()

@@ -162,11 +162,11 @@ def _run(
 
     # 2. Vocabularies of users and items (k-core filtered if asked), and the side tables.
     user_counts, item_counts, log_items = _count_ids(ids, raw if n_buckets == 1 else None, uid, iid, side_cols)
-    if n_buckets == 1:
-        del raw, ids  # the bucket loader holds the only reference now
     if options.kcore:
         user_counts, item_counts = _kcore(ids.select(pl.col(uid).alias("user_id"), pl.col(iid).alias("item_id")),
                                           user_counts, item_counts, options.kcore)
+    if n_buckets == 1:
+        del raw, ids  # the bucket loader holds the only reference now
     users = Vocab.from_counts("user", user_counts)
     items = Vocab.from_counts("item", item_counts)
     vocabs: dict[str, Vocab] = {"user": users, "item": items}
@@ -307,24 +307,31 @@ def _count_ids(
 def _kcore(
     ids: pl.LazyFrame, user_counts: pl.DataFrame, item_counts: pl.DataFrame, k: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Iterative k-core: keep users and items with >= k events among kept users and items, to a fixpoint.
+    """Iterative k-core on distinct (user, item) pairs: keep users with >= k distinct kept items and items
+    with >= k distinct kept users, to a fixpoint. Every kept user and item then has >= k events.
 
-    Counts are of log rows (before deduplication). Each round is one streaming pass over the ids.
+    Each round is one streaming pass over the distinct pairs (memory grows with their number). The
+    returned counts are the users' and items' log rows among kept pairs (the vocabulary order).
     """
-    pairs = ids.select("user_id", "item_id")
+    rows = ids.select("user_id", "item_id")
+    pairs = rows.unique().collect(engine="streaming").lazy()
+    kept_u = pairs.group_by("user_id").agg(pl.len().alias("n")).filter(pl.col("n") >= k).select("user_id")
+    kept_i = pairs.group_by("item_id").agg(pl.len().alias("n")).filter(pl.col("n") >= k).select("item_id")
+    size = (-1, -1)
     while True:
-        kept_u = user_counts.filter(pl.col("count") >= k)
-        kept_i = item_counts.filter(pl.col("count") >= k)
-        if kept_u.height == user_counts.height and kept_i.height == item_counts.height:
-            return user_counts, item_counts
-        live = (
-            pairs.join(kept_u.lazy().select(pl.col("value").alias("user_id")), on="user_id", how="semi")
-            .join(kept_i.lazy().select(pl.col("value").alias("item_id")), on="item_id", how="semi")
-        )
-        user_counts = live.group_by(pl.col("user_id").alias("value")).agg(pl.len().cast(pl.UInt64).alias("count")).collect(engine="streaming")
-        item_counts = live.group_by(pl.col("item_id").alias("value")).agg(pl.len().cast(pl.UInt64).alias("count")).collect(engine="streaming")
-        if user_counts.height == 0 or item_counts.height == 0:
-            raise ValueError(f"the {k}-core is empty: no user and item have {k} events among each other")
+        live = pairs.join(kept_u, on="user_id", how="semi").join(kept_i, on="item_id", how="semi")
+        u = live.group_by("user_id").agg(pl.len().alias("n")).filter(pl.col("n") >= k).select("user_id").collect()
+        i = live.group_by("item_id").agg(pl.len().alias("n")).filter(pl.col("n") >= k).select("item_id").collect()
+        if (u.height, i.height) == size:
+            break
+        size = (u.height, i.height)
+        kept_u, kept_i = u.lazy(), i.lazy()
+        if u.height == 0 or i.height == 0:
+            raise ValueError(f"the {k}-core is empty: no users and items with {k} distinct partners among each other")
+    kept = rows.join(kept_u, on="user_id", how="semi").join(kept_i, on="item_id", how="semi")
+    user_counts = kept.group_by(pl.col("user_id").alias("value")).agg(pl.len().cast(pl.UInt64).alias("count"))
+    item_counts = kept.group_by(pl.col("item_id").alias("value")).agg(pl.len().cast(pl.UInt64).alias("count"))
+    return user_counts.collect(engine="streaming"), item_counts.collect(engine="streaming")
 
 
 def _side_table(table: SideTable, entity: str, index: Vocab, vocabs: dict[str, Vocab]) -> pl.DataFrame:
@@ -349,7 +356,7 @@ def _side_table(table: SideTable, entity: str, index: Vocab, vocabs: dict[str, V
         vocab = Vocab.from_values(name, exploded[raw_col], exploded["_w"])
         vocabs[name] = vocab
         lengths = frame[raw_col].list.len().fill_null(0)
-        flat = vocab.lookup(frame[raw_col].explode().drop_nulls() if False else frame[raw_col].list.explode(keep_nulls=False))
+        flat = vocab.lookup(frame[raw_col].list.explode(keep_nulls=False))
         cols.append(_lists_from_offsets(flat, lengths).alias(name))
     cols.extend(frame[c] for c in table.numeric)
     out = pl.DataFrame(cols)

@@ -65,7 +65,7 @@ class TmallSource:
     user_column = "user_id"
     item_column = "item_id"
     item_columns_in_log = ("cat_id", "seller_id", "brand_id")
-    bytes_per_row = 24
+    bytes_per_row = 32  # the real log: 1.8 GB / 54.9M rows
     rows_per_bucket = 16_000_000  # narrow rows: 16M fit in ~1 GB
     log_schema = TMALL_USER_LOG
     null_values = ("NULL",)

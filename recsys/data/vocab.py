@@ -1,7 +1,8 @@
 """Vocabularies: raw ids -> contiguous ints, 0 reserved for padding and unknown values.
 
-Indices are assigned by descending frequency (number of events carrying the value), ties broken by the
-raw value, so the assignment is deterministic and independent of file order; index 1 is the most frequent
+Indices are assigned by descending frequency (the number of raw log rows carrying the value, counted
+before duplicates are dropped; for side features, the rows of the entities carrying it), ties broken by
+the raw value, so the assignment is deterministic and independent of file order; index 1 is the most frequent
 value. Frequency order also makes hot rows contiguous, which embedding caches and popularity samplers like.
 
 >>> v = Vocab.from_counts("item", pl.DataFrame({"value": [70, 50, 90], "count": [1, 5, 1]}))

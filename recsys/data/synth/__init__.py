@@ -1,0 +1,162 @@
+"""Synthetic KuaiRand and Tmall datasets in the exact file format of the public releases.
+
+Nothing can be downloaded in some environments, so the toolkit writes files with the real names, headers,
+column order, dtypes and byte formatting of the public releases, with planted structure (latent factors,
+Zipf popularity, action chains, drifting and returning interests, the real quirks) that models can learn
+and tests can check against the ground truth (:func:`kuairand_truth`, :func:`tmall_truth`).
+
+>>> report = synthesize("kuairand-pure", "/tmp/kuairand/data", users=200, items=500)  # doctest: +SKIP
+>>> report.files["log_standard_4_08_to_4_21_pure.csv"]  # doctest: +SKIP
+
+The generative process is documented in :mod:`.latent` (shared), :mod:`.kuairand` and :mod:`.tmall`.
+Row counts scale as:
+
+* KuaiRand: standard logs ``~ users * days * rows_per_user_day * (1 + duplicate_rate)`` (exact for
+  ``days=30`` or ``late_volume=1``; Pure's default ``late_volume=0.198`` puts less volume on dates from
+  20220422, as the real files), random log ``~ users * (days on or after 20220422) *
+  random_rows_per_user_day * (1 + duplicate_rate)``: :meth:`KuaiRandSynthConfig.expected_rows`;
+* Tmall: ``~ users * rows_per_user_day * (days - 1 + double11_boost)``: :meth:`TmallSynthConfig.expected_rows`.
+
+For example a 10M-row Tmall log: ``synthesize("tmall", out, users=77_000)`` (about 14 s on 2 cores); a
+40M-row KuaiRand standard log: ``synthesize("kuairand-pure", out, rows_per_user_day=48.2, late_volume=1)``
+(about 65 s). Memory stays bounded (chunks of about ``chunk_rows`` rows appended to the open files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .kuairand import KuaiRandSynthConfig, KuaiRandTruth, kuairand_dates, kuairand_truth, write_kuairand
+from .latent import LatentConfig
+from .tmall import TmallSynthConfig, TmallTruth, tmall_dates, tmall_truth, write_tmall
+
+__all__ = [
+    "DATASETS",
+    "KuaiRandSynthConfig",
+    "KuaiRandTruth",
+    "LatentConfig",
+    "SynthReport",
+    "TmallSynthConfig",
+    "TmallTruth",
+    "kuairand_dates",
+    "kuairand_truth",
+    "make_config",
+    "synthesize",
+    "tmall_dates",
+    "tmall_truth",
+    "write_kuairand",
+    "write_tmall",
+]
+
+#: Dataset name -> KuaiRand release (``None`` for Tmall).
+DATASETS: dict[str, str | None] = {"tmall": None, "kuairand-pure": "pure", "kuairand-1k": "1k", "kuairand-27k": "27k"}
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    """What :func:`synthesize` wrote."""
+
+    dataset: str
+    #: The output folder (the files lie directly under it, like a real download's ``data/`` folder).
+    out: Path
+    config: KuaiRandSynthConfig | TmallSynthConfig
+    #: File name -> number of data rows (header excluded), in the release's file order.
+    files: dict[str, int]
+    #: Wall-clock seconds of the generation.
+    seconds: float
+
+    @property
+    def log_rows(self) -> int:
+        """Rows of the interaction logs (KuaiRand ``log_*`` files, Tmall ``user_log_format1.csv``)."""
+        return sum(n for name, n in self.files.items() if name.startswith(("log_", "user_log")))
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {name: self.out / name for name in self.files}
+
+
+def make_config(
+    dataset: str,
+    users: int | None = None,
+    items: int | None = None,
+    days: int | None = None,
+    seed: int = 0,
+    **overrides: Any,
+) -> KuaiRandSynthConfig | TmallSynthConfig:
+    """The config :func:`synthesize` uses: ``None`` arguments keep the dataset's defaults (real sizes)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    cls = TmallSynthConfig if DATASETS[dataset] is None else KuaiRandSynthConfig
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
+    if "release" in overrides:
+        raise TypeError("the KuaiRand release is chosen by the dataset name")
+    kwargs: dict[str, Any] = {"seed": seed, **overrides}
+    for key, value in (("users", users), ("items", items), ("days", days)):
+        if value is not None:
+            kwargs[key] = value
+    if DATASETS[dataset] is not None:
+        kwargs["release"] = DATASETS[dataset]
+    return cls(**kwargs)
+
+
+def synthesize(
+    dataset: str,
+    out: str | os.PathLike,
+    users: int | None = None,
+    items: int | None = None,
+    days: int | None = None,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> SynthReport:
+    """Write a synthetic ``dataset`` ("tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k") under ``out``.
+
+    ``users``/``items``/``days`` default to the real release (KuaiRand ``days`` 30, Tmall 186);
+    ``overrides`` are fields of :class:`KuaiRandSynthConfig` / :class:`TmallSynthConfig` (e.g.
+    ``rows_per_user_day=40``, ``time_stamp_zero_pad=True``, ``missing_brand_text="NULL"``).
+    The same arguments give byte-identical files.
+
+    Files are written into a temporary sibling folder renamed to ``out`` at the end, so an interrupted run
+    leaves no half-written output. A non-empty existing ``out`` raises :class:`FileExistsError` unless
+    ``overwrite=True`` (then it is replaced only once the new files are complete).
+    """
+    cfg = make_config(dataset, users, items, days, seed, **overrides)
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if any(out.iterdir()) and not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    try:
+        if isinstance(cfg, TmallSynthConfig):
+            files = write_tmall(cfg, tmp, progress=progress)
+        else:
+            files = write_kuairand(cfg, tmp, progress=progress)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{tag}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SynthReport(dataset=dataset, out=out, config=cfg, files=files, seconds=time.perf_counter() - t0)
