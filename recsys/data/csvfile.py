@@ -103,11 +103,13 @@ def locate_parse_error(path: Path, schema: Schema, *, null_values: Sequence[str]
                     continue
                 if len(row) != len(names):
                     return DataError(path, f"expected {len(names)} fields, got {len(row)}", line=line)
-                for name, kind, value in zip(names, kinds, row, strict=True):
+                for name, (kind, lo, hi), value in zip(names, kinds, row, strict=True):
                     if value in nulls or kind == "str":
                         continue
                     if kind == "int" and not _INT.fullmatch(value):
                         return DataError(path, f"expected an integer, got {value!r}", line=line, column=name)
+                    if kind == "int" and not lo <= int(value) <= hi:
+                        return DataError(path, f"expected an integer in {lo}..{hi}, got {value!r}", line=line, column=name)
                     if kind == "float" and not _is_float(value):
                         return DataError(path, f"expected a number, got {value!r}", line=line, column=name)
         except UnicodeDecodeError as e:
@@ -117,12 +119,16 @@ def locate_parse_error(path: Path, schema: Schema, *, null_values: Sequence[str]
     return None
 
 
-def _kind(dtype: pl.DataType) -> str:
+def _kind(dtype: pl.DataType) -> tuple[str, int, int]:
+    """``(kind, lo, hi)``: integers carry the range of their dtype (narrow dtypes reject overflow)."""
     if dtype.is_integer():
-        return "int"
+        bits = int(str(dtype).lstrip("UuIint") or 64)
+        if dtype.is_unsigned_integer():
+            return "int", 0, (1 << bits) - 1
+        return "int", -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if dtype.is_float():
-        return "float"
-    return "str"
+        return "float", 0, 0
+    return "str", 0, 0
 
 
 def _is_float(value: str) -> bool:

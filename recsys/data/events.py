@@ -92,11 +92,17 @@ def _pack(frame: pl.DataFrame, key: Sequence[str]) -> tuple[np.ndarray, list[int
         widths.append(max(1, (hi - lo).bit_length()))
     if sum(widths) > 64:
         return None
-    packed = np.zeros(frame.height, dtype=np.uint64)
-    for name, lo, width in zip(key, lows, widths, strict=True):
-        col = frame[name].to_numpy()
-        packed <<= np.uint64(width)
-        packed |= (col - lo).astype(np.uint64) if lo else col.astype(np.uint64, copy=False)
+    # In-place numpy ops on two preallocated buffers: no per-column temporaries of 8 bytes per row.
+    packed = np.empty(frame.height, dtype=np.uint64)
+    tmp = np.empty(frame.height, dtype=np.uint64)
+    for i, (name, lo, width) in enumerate(zip(key, lows, widths, strict=True)):
+        target = packed if i == 0 else tmp
+        np.copyto(target, frame[name].to_numpy(), casting="unsafe")
+        if lo:
+            target -= np.uint64(lo % (1 << 64))  # wraps for negative lo: the difference is still exact
+        if i:
+            packed <<= np.uint64(width)
+            packed |= tmp
     return packed, lows, widths
 
 
@@ -104,12 +110,20 @@ def _unpack(packed: tuple[np.ndarray, list[int], list[int]], key: Sequence[str],
     keys, lows, widths = packed
     columns = {}
     shift = sum(widths)
+    tmp = np.empty_like(keys)
     for name, lo, width in zip(key, lows, widths, strict=True):
         shift -= width
-        values = (keys >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        np.right_shift(keys, np.uint64(shift), out=tmp)
+        tmp &= np.uint64((1 << width) - 1)
+        if lo:
+            tmp += np.uint64(lo % (1 << 64))
         dtype = schema[name]
-        columns[name] = pl.Series(name, (values.astype(np.int64) + lo) if lo else values).cast(dtype)
+        columns[name] = pl.Series(name, tmp.astype(_numpy_dtype(dtype)))
     return pl.DataFrame(columns)
+
+
+def _numpy_dtype(dtype: pl.DataType) -> np.dtype:
+    return pl.Series([], dtype=dtype).to_numpy().dtype
 
 
 def _equal_to_previous(frame: pl.DataFrame, columns: Sequence[str]) -> np.ndarray:

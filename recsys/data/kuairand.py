@@ -91,6 +91,7 @@ class KuaiRandSource:
     bytes_per_row = 72
     rows_per_bucket = 4_000_000  # wide rows (19 columns)
     log_schema = KUAIRAND_LOG
+    read_schema = {c: _NARROW[c] for c in KUAIRAND_LOG}
     null_values = ()
 
     def __post_init__(self) -> None:
@@ -135,9 +136,7 @@ class KuaiRandSource:
             csvfile.check_header(self.root / name, KUAIRAND_VIDEO_BASIC)
 
     def scan_logs(self) -> pl.LazyFrame:
-        return csvfile.scan(self.log_files(), KUAIRAND_LOG).select(
-            pl.col(c).cast(_NARROW[c], strict=False) for c in KUAIRAND_LOG
-        )
+        return csvfile.scan(self.log_files(), self.read_schema)
 
     def normalize(self, raw: pl.DataFrame) -> pl.DataFrame:
         actions = pl.lit(0, pl.UInt16)

@@ -54,11 +54,19 @@ def stat_files(paths: list[Path], root: Path) -> list[SourceFile]:
 class BackgroundHashes:
     """sha256 of input files computed in a thread while the pipeline runs."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], *, start: bool = True) -> None:
+        self._paths = paths
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        self._futures: list[Future[str]] = [self._pool.submit(sha256_of, p) for p in paths]
+        self._futures: list[Future[str]] = []
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        if not self._futures:
+            self._futures = [self._pool.submit(sha256_of, p) for p in self._paths]
 
     def result(self) -> list[str]:
+        self.start()
         try:
             return [f.result() for f in self._futures]
         finally:

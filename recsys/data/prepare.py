@@ -108,10 +108,12 @@ def prepare(
             return old
 
     started = time.perf_counter()
-    hashes = BackgroundHashes(files)
+    # Hashing starts once the logs are read: it then overlaps the single-threaded numpy stages instead
+    # of competing with the multi-threaded CSV parser.
+    hashes = BackgroundHashes(files, start=False)
     try:
         with staged_folder(out) as tmp:
-            manifest = _run(source, tmp, options, split, config, inputs, raw_root, log)
+            manifest = _run(source, tmp, options, split, config, inputs, raw_root, log, hashes.start)
             for f, digest in zip(manifest.inputs, hashes.result(), strict=True):
                 f.sha256 = digest
             manifest.extra["seconds"] = round(time.perf_counter() - started, 3)
@@ -136,6 +138,7 @@ def _run(
     inputs: list[SourceFile],
     raw_root: Path,
     log: Callable[[str], None],
+    logs_read: Callable[[], None],
 ) -> Manifest:
     log_files = source.log_files()
     log_bytes = sum(p.stat().st_size for p in log_files)
@@ -156,6 +159,7 @@ def _run(
         buckets = [lambda b=b: pl.read_parquet(stage / f"b{b:05d}") for b in range(n_buckets)
                    if (stage / f"b{b:05d}").exists()]
         ids = pl.scan_parquet(stage / "**" / "*.parquet")
+    logs_read()
     if rows_read == 0:
         raise csvfile.DataError(log_files[0], "no data rows in the logs")
     log(f"read {rows_read:,} log rows from {len(log_files)} file(s) in {n_buckets} bucket(s)")
@@ -204,10 +208,12 @@ def _run(
         events = events.with_columns(assign_date_split(pl.col("day"), split["train_end"], split["valid_end"]))
         _write_sequences(events, tmp / "sequences" / f"part-{b:05d}.parquet")
         rows["events"] += events.height
-        for code, n in zip(*np.unique(events["split"].to_numpy(), return_counts=True), strict=True):
+        for code, n in enumerate(np.bincount(events["split"].to_numpy(), minlength=len(SPLIT_NAMES))):
             split_counts[SPLIT_NAMES[code]] += int(n)
-        for d, n in zip(*np.unique(events["day"].to_numpy(), return_counts=True), strict=True):
-            days[int(d)] = days.get(int(d), 0) + int(n)
+        day = events["day"].to_numpy()
+        first = int(day.min())
+        for offset in np.flatnonzero(per_day := np.bincount(day - first)):
+            days[first + int(offset)] = days.get(first + int(offset), 0) + int(per_day[offset])
         schema = _write_events(events, tmp / "events" / f"part-{b:05d}.parquet", source.actions, item_table,
                                event_item_fields)
         columns.setdefault("events", schema)
@@ -247,7 +253,7 @@ def _collect(lf: pl.LazyFrame, source: RawSource) -> pl.DataFrame:
     try:
         return lf.collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
-        raise csvfile.diagnose(e, source.log_files(), source.log_schema, null_values=source.null_values) from None
+        raise csvfile.diagnose(e, source.log_files(), source.read_schema, null_values=source.null_values) from None
 
 
 def _stage_buckets(source: RawSource, stage: Path, n_buckets: int, log: Callable[[str], None]) -> int:
@@ -281,7 +287,7 @@ def _guarded(batches: Any, source: RawSource) -> Iterator[pl.DataFrame]:
         except StopIteration:
             return
         except pl.exceptions.PolarsError as e:
-            raise csvfile.diagnose(e, source.log_files(), source.log_schema, null_values=source.null_values) from None
+            raise csvfile.diagnose(e, source.log_files(), source.read_schema, null_values=source.null_values) from None
         yield batch
 
 

@@ -41,6 +41,8 @@ class RawSource(Protocol):
     #: Rows processed in memory at once by default; larger logs are streamed through user buckets.
     rows_per_bucket: int
     log_schema: Schema
+    #: The logs' columns with the narrow dtypes they are parsed as (overflow is a located parse error).
+    read_schema: Schema
     null_values: Sequence[str]
     checks: Sequence[Check]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.data import csvfile
@@ -68,6 +69,7 @@ class TmallSource:
     bytes_per_row = 32  # the real log: 1.8 GB / 54.9M rows
     rows_per_bucket = 16_000_000  # narrow rows: 16M fit in ~1 GB
     log_schema = TMALL_USER_LOG
+    read_schema = {c: {"time_stamp": pl.UInt16(), "action_type": pl.UInt8()}.get(c, pl.UInt32()) for c in TMALL_USER_LOG}
     null_values = ("NULL",)
 
     def __post_init__(self) -> None:
@@ -104,20 +106,18 @@ class TmallSource:
         csvfile.check_header(self.root / TMALL_USER_INFO_FILE, TMALL_USER_INFO)
 
     def scan_logs(self) -> pl.LazyFrame:
-        narrow = {"time_stamp": pl.UInt16, "action_type": pl.UInt8}
-        return csvfile.scan(self.log_files(), TMALL_USER_LOG, null_values=self.null_values).select(
-            pl.col(c).cast(narrow.get(c, pl.UInt32), strict=False) for c in TMALL_USER_LOG
-        )
+        return csvfile.scan(self.log_files(), self.read_schema, null_values=self.null_values)
 
     def normalize(self, raw: pl.DataFrame) -> pl.DataFrame:
         mmdd = pl.col("time_stamp").cast(pl.Int32)
-        bit_value = {code: 1 << bit for code, bit in ACTION_BIT.items()}
+        bit_of_code = np.zeros(256, dtype=np.uint16)  # codes are validated to be 0..3
+        for code, bit in ACTION_BIT.items():
+            bit_of_code[code] = 1 << bit
         return raw.select(
             "user",
             "item",
             (self.year * 10_000 + mmdd).alias("day"),
-            pl.col("action_type").replace_strict(bit_value, return_dtype=pl.UInt16).alias("actions"),
-        )
+        ).with_columns(pl.Series("actions", bit_of_code[raw["action_type"].to_numpy()]))
 
     def finish_events(self, events: pl.DataFrame) -> pl.DataFrame:
         """Add ``ts``, the epoch ms of local midnight of ``day`` (the log has day resolution)."""

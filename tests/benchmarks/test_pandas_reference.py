@@ -63,6 +63,8 @@ def test_minimal_generator_writes_the_tmall_format(quirky_raw: Path) -> None:
 def test_reference_equals_prepare_on_quirky_data(quirky_raw: Path, tmp_path: Path) -> None:
     got, want = _both(quirky_raw, tmp_path)
     assert reference.compare_prepared(got, want) == []
+    reference.prepare_tmall(quirky_raw, tmp_path / "tuned", sequences="offsets")
+    assert reference.compare_prepared(got, tmp_path / "tuned") == []
     items = pl.read_parquet(want / "items.parquet")
     assert items["brand"].eq(0).sum() > 1  # padding and items without a brand
     manifest = (want / "manifest.json").read_text()

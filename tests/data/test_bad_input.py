@@ -50,7 +50,7 @@ def test_good_tmall_input_prepares(tmp_path):
         (GOOD_ROWS + ["3,10,3,7,5,231,0"], LOG_HEADER, 6, "time_stamp", "month-day"),  # Feb 31st
         (GOOD_ROWS + ["3,10,3,7,5,1345,0"], LOG_HEADER, 6, "time_stamp", "month-day"),
         (["1,10,3,7,5,829,7"], LOG_HEADER, 2, "action_type", "an action_type in 0..3"),
-        (["1,10,3,7,5,829,0", "-4,10,3,7,5,829,0"], LOG_HEADER, 3, "user_id", "non-negative integer id"),
+        (["1,10,3,7,5,829,0", "-4,10,3,7,5,829,0"], LOG_HEADER, 3, "user_id", "an integer in 0..4294967295, got '-4'"),
         (["1,,3,7,5,829,0"], LOG_HEADER, 2, "item_id", "a missing value"),
     ],
 )
