@@ -83,9 +83,9 @@ def data_synth(
 def quickstart(
     *,
     out: Path = Path("runs/quickstart"),
-    users: int = 3000,
-    items: int = 2000,
-    epochs: int = 4,
+    users: int = 5000,
+    items: int = 3000,
+    epochs: int = 8,
     seed: int = 0,
 ) -> None:
     """The main job on an embedded default, offline: synthesize a small KuaiRand-format dataset, prepare it,

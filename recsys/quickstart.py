@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 
-def run(*, out: Path, users: int = 3000, items: int = 2000, epochs: int = 4, seed: int = 0) -> dict[str, dict[str, float]]:
+def run(*, out: Path, users: int = 5000, items: int = 3000, epochs: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger

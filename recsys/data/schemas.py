@@ -114,7 +114,8 @@ class KuaiRandRelease:
     user_features: str
     video_basic: tuple[str, ...]
     video_statistic: tuple[str, ...]
-    #: Published sizes, for documentation and the full-size synthetic default.
+    #: Published sizes, for documentation and the full-size synthetic default. ``items`` is the number of
+    #: videos in the standard logs (Pure: 7,551); the basic feature file lists a few more (Pure: 7,583).
     users: int
     items: int
     standard_rows: int
@@ -158,7 +159,6 @@ KUAIRAND_RELEASES: dict[str, KuaiRandRelease] = {
 
 #: The usual KuaiRand date split (inclusive yyyymmdd bounds).
 KUAIRAND_SPLIT = {"train_end": 20220421, "valid_end": 20220428, "test_end": 20220508}
-KUAIRAND_FIRST_DAY = 20220408
 KUAIRAND_UTC_OFFSET_HOURS = 8  # `date` is the UTC+8 date of `time_ms`
 
 # ---------------------------------------------------------------------------------------------------------
