@@ -195,6 +195,8 @@ def _run(
             rows["kcore_removed"] += before - frame.height
         events = source.normalize(frame)
         del frame
+        if events.height == 0:  # every row of this bucket fell out of the k-core
+            continue
         n_before = events.height
         events, dropped = order_events(
             events,
