@@ -103,7 +103,54 @@ def quickstart(
     run(out=out, users=users, items=items, epochs=epochs, seed=seed)
 
 
-COMMANDS = {"data": {"prepare": data_prepare, "synth": data_synth}, "quickstart": quickstart}
+def bench_optim(
+    *,
+    model: str = "sasrec",
+    data: Path | None = None,
+    out: Path = Path("runs/bench-optim"),
+    seeds: list[int] = [0, 1, 2],  # noqa: B006 (read-only defaults, shown in --help)
+    adamw_lrs: list[float] = [1e-3, 3e-3, 1e-2],  # noqa: B006
+    muon_lrs: list[float] = [0.005, 0.01, 0.02, 0.05],  # noqa: B006
+    optimizers: list[str] = ["adamw", "muonrec", "torch-muon"],  # noqa: B006
+    max_epochs: int = 30,
+    patience: int = 8,
+    evals_per_epoch: int = 4,
+    users: int = 5000,
+    items: int = 3000,
+) -> None:
+    """Benchmark AdamW, MuonRec and torch.optim.Muon (+AdamW) on one model: learning-rate sweep, then every
+    optimizer over several seeds with early stopping on validation NDCG@10; writes runs.csv, curves.csv,
+    curves.png and summary.md.
+
+    Args:
+        model: a registered model (recsys.optim.bench.MODELS).
+        data: a prepared dataset; by default a synthetic KuaiRand-Pure-format one made under ``out``.
+        out: output folder.
+        seeds: seeds of the final runs (the sweep uses the first).
+        adamw_lrs: AdamW learning rates swept.
+        muon_lrs: MuonRec Muon-family learning rates swept (its AdamW family uses AdamW's best rate).
+        optimizers: which optimizers run over all seeds.
+        max_epochs: epoch budget (the cosine schedule spans it).
+        patience: evaluations without improvement before stopping.
+        evals_per_epoch: validation evaluations per epoch.
+        users: synthetic users (default data only).
+        items: synthetic items (default data only).
+    """
+    from recsys.optim.bench import bench
+
+    if data is None:
+        from recsys.data.demo import demo_dataset
+
+        data, _ = demo_dataset(out, users=users, items=items)
+    print(bench(model=model, data=data, out=out, seeds=seeds, adamw_lrs=adamw_lrs, muon_lrs=muon_lrs,
+                optimizers=optimizers, max_epochs=max_epochs, patience=patience, evals_per_epoch=evals_per_epoch))
+
+
+COMMANDS = {
+    "data": {"prepare": data_prepare, "synth": data_synth},
+    "quickstart": quickstart,
+    "bench-optim": bench_optim,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,23 +22,15 @@ def run(*, out: Path, users: int = 5000, items: int = 3000, epochs: int = 8, see
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from recsys.data.prepare import make_source, prepare
+    from recsys.data.demo import demo_dataset
     from recsys.data.retrieval import RetrievalDataModule
-    from recsys.data.synth import synthesize
     from recsys.metrics import RankingMetrics
     from recsys.metrics.table import format_table
     from recsys.models.sasrec_module import SASRecModule
 
     started = time.perf_counter()
     out = Path(out)
-    raw = out / f"raw-kuairand-pure-u{users}-i{items}-s{seed}"
-    if not raw.is_dir():  # written atomically by synthesize: present means complete
-        report = synthesize("kuairand-pure", raw, users=users, items=items, seed=seed)
-        print(f"[1/4] synthesized {report.log_rows:,} log rows in {report.seconds:.1f} s -> {raw}")
-    else:
-        print(f"[1/4] reusing synthetic raw files in {raw}")
-    prepared = out / "prepared"
-    manifest = prepare(make_source("kuairand-pure", raw), prepared, log=lambda m: None)
+    prepared, manifest = demo_dataset(out, users=users, items=items, seed=seed, log=lambda m: print(f"[1/4] {m}"))
     print(f"[2/4] prepared {manifest.rows['events']:,} events ({manifest.rows['duplicates_dropped']:,} exact "
           f"duplicates dropped), {manifest.vocab_sizes['user'] - 1:,} users, {manifest.vocab_sizes['item'] - 1:,} items "
           f"-> {prepared}")

@@ -30,7 +30,7 @@ def test_quickstart_small(tmp_path, capsys):
     main(["quickstart", "--out", str(tmp_path), "--users", "150", "--items", "200", "--epochs", "1"])
     text = capsys.readouterr().out
     assert "| SASRec" in text and "| Popularity" in text and "ndcg@10" in text
-    assert (tmp_path / "prepared" / "manifest.json").exists()
+    assert (tmp_path / "prepared-kuairand-pure-u150-i200-s0" / "manifest.json").exists()
 
 
 @pytest.mark.slow

@@ -12,12 +12,18 @@ from recsys.data.batches import RetrievalBatch
 from recsys.metrics import RankingMetrics
 from recsys.models.jagged import to_jagged
 from recsys.models.sasrec import SASRec, SASRecConfig
+from recsys.optim import MuonRec
 
 
 class SASRecModule(L.LightningModule):
     """Train with softmax cross-entropy over the catalogue (``loss="ce"``) or binary cross-entropy with
     the batch's sampled negatives (``loss="bce"``, as in the SASRec paper); evaluate HR/NDCG/Recall@K and
-    MRR by ranking the full catalogue, or the sampled candidates when the batch carries negatives."""
+    MRR by ranking the full catalogue, or the sampled candidates when the batch carries negatives.
+
+    ``optimizer="muonrec"`` trains the attention and feed-forward matrices with Muon and the item and
+    position tables and <= 1-D parameters with AdamW (MuonRec's ``muonrec`` preset; the item table is also
+    the output layer, so it stays on AdamW); ``"adamw"`` trains everything with AdamW at ``lr``.
+    """
 
     def __init__(
         self,
@@ -28,7 +34,9 @@ class SASRecModule(L.LightningModule):
         max_len: int = 50,
         dropout: float = 0.2,
         loss: Literal["ce", "bce"] = "ce",
+        optimizer: Literal["adamw", "muonrec"] = "adamw",
         lr: float = 1e-3,
+        muon_lr: float = 0.02,
         weight_decay: float = 0.0,
         ks: tuple[int, ...] = (10, 50),
     ) -> None:
@@ -38,40 +46,42 @@ class SASRecModule(L.LightningModule):
         self.val_metrics = RankingMetrics(ks=ks)
         self.test_metrics = RankingMetrics(ks=ks)
 
-    def training_step(self, batch: RetrievalBatch, batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: RetrievalBatch) -> torch.Tensor:
         hidden, lengths = self.model(batch.features)
         offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
         states = to_jagged(hidden, offsets)  # [sum(lengths), dim], aligned with batch.targets
         if self.hparams.loss == "ce":
-            loss = F.cross_entropy(self.model.score_all(states), batch.targets)
-        else:
-            if batch.negatives is None:
-                raise ValueError("loss='bce' needs sampled negatives: set the data module's train_negatives")
-            table = self.model.item_table
-            pos = (states * table[batch.targets]).sum(-1)
-            neg = torch.einsum("nd,nkd->nk", states, table[batch.negatives])
-            loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
-                neg, torch.zeros_like(neg)
-            )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
-        return loss
+            return F.cross_entropy(self.model.score_all(states), batch.targets)
+        if batch.negatives is None:
+            raise ValueError("loss='bce' needs sampled negatives: set the data module's train_negatives")
+        table = self.model.item_table
+        pos = (states * table[batch.targets]).sum(-1)
+        neg = torch.einsum("nd,nkd->nk", states, table[batch.negatives])
+        return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
+            neg, torch.zeros_like(neg)
+        )
 
-    def _evaluate(self, batch: RetrievalBatch, metrics: RankingMetrics) -> None:
+    def update_metrics(self, batch: RetrievalBatch, metrics: RankingMetrics) -> None:
         states = self.model.last_state(batch.features)
         if batch.negatives is None:
             metrics.update(self.model.score_all(states), batch.targets)
-        else:
-            candidates = torch.cat([batch.targets[:, None], batch.negatives], dim=1)
-            scores = torch.einsum("bd,bkd->bk", states, self.model.item_table[candidates])
-            collide = candidates == batch.targets[:, None]
-            collide[:, 0] = False  # a sampled negative equal to the positive is dropped, not counted
-            metrics.update(scores, exclude=collide)
+            return
+        candidates = torch.cat([batch.targets[:, None], batch.negatives], dim=1)
+        scores = torch.einsum("bd,bkd->bk", states, self.model.item_table[candidates])
+        collide = candidates == batch.targets[:, None]
+        collide[:, 0] = False  # a sampled negative equal to the positive is dropped, not counted
+        metrics.update(scores, exclude=collide)
+
+    def training_step(self, batch: RetrievalBatch, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        return loss
 
     def validation_step(self, batch: RetrievalBatch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+        self.update_metrics(batch, self.val_metrics)
 
     def test_step(self, batch: RetrievalBatch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+        self.update_metrics(batch, self.test_metrics)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({f"val/{k}": v for k, v in self.val_metrics.compute().items()}, prog_bar=True)
@@ -82,4 +92,8 @@ class SASRecModule(L.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        if hp.optimizer == "muonrec":
+            return MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
+                                      adamw_weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

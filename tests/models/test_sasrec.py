@@ -32,12 +32,11 @@ def test_learns_a_deterministic_successor_rule():
     torch.manual_seed(0)
     module = SASRecModule(num_items=12, dim=32, num_layers=1, num_heads=2, max_len=5, dropout=0.0, lr=1e-2)
     opt = module.configure_optimizers()
-    module.log = lambda *a, **k: None
     starts = torch.randint(1, 6, (64,))
     rows = [[int(s) + k for k in range(5)] for s in starts]
     batch = RetrievalBatch(kjt([r[:-1] for r in rows]), torch.tensor([t for r in rows for t in r[1:]]), starts)
     for _ in range(150):
-        loss = module.training_step(batch, 0)
+        loss = module.loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -48,8 +47,8 @@ def test_learns_a_deterministic_successor_rule():
 
 def test_lightning_fit_and_test_on_prepared_data(prepared_kuairand, tmp_path):
     data = RetrievalDataModule(prepared_kuairand, positive="click", max_len=10, batch_size=64, train_negatives=4)
-    for loss in ("ce", "bce"):
-        model = SASRecModule(data.num_items, dim=16, max_len=10, loss=loss)
+    for loss, optimizer in (("ce", "muonrec"), ("bce", "adamw")):
+        model = SASRecModule(data.num_items, dim=16, max_len=10, loss=loss, optimizer=optimizer)
         trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             default_root_dir=tmp_path)
