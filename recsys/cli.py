@@ -2,6 +2,7 @@
 parser behind Lightning's CLI): ``recsys data prepare --help`` lists every option with its type.
 
     recsys quickstart                                   synthesize, prepare, train, evaluate (offline)
+    recsys fit --config configs/a2gen_tmall.yaml        Lightning's CLI (also validate, test)
     recsys data synth --dataset kuairand-pure --out raw/kr --users 2000
     recsys data prepare --dataset kuairand-pure --raw raw/kr --out data/kr
 
@@ -153,13 +154,22 @@ COMMANDS = {
 }
 
 
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: list[str] | None = None) -> int:
     from jsonargparse import CLI
 
     from recsys.data.errors import DataError
 
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in LIGHTNING_SUBCOMMANDS:
+        from recsys.fit import main as lightning_main
+
+        lightning_main(args)  # Lightning's CLI: exits non-zero itself on bad arguments
+        return 0
     try:
-        CLI(COMMANDS, args=sys.argv[1:] if argv is None else argv, as_positional=False)
+        CLI(COMMANDS, args=args, as_positional=False)
     except (DataError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"recsys: error: {e}", file=sys.stderr)
         return 1

@@ -100,3 +100,30 @@ def make_kjt(features: dict[str, tuple[np.ndarray, np.ndarray]]) -> KeyedJaggedT
     values = torch.from_numpy(np.concatenate([features[k][0].astype(np.int64, copy=False) for k in keys]))
     lengths = torch.from_numpy(np.concatenate([features[k][1].astype(np.int32, copy=False) for k in keys]))
     return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=values, lengths=lengths)
+
+
+@dataclass
+class ChainBatch(_Movable):
+    """Action-chain ranking (A2Gen): the ranking features plus the history's action slots and chain labels.
+
+    ``features``: as :class:`RankingBatch` (``history`` holds the previous chains' items, jagged).
+    ``history_flags`` / ``history_times`` ``[sum(history lengths), S]``: per history item and slot (the
+    chain's actions, then its terminal), whether it happened before this sample started, and when (offset
+    within that chain; 0 where unknown), aligned with ``features["history"].values()``.
+    ``tokens`` / ``token_times`` ``[B, S]``: the label sequence (see :mod:`recsys.data.chains`), NaN times
+    where not observed. ``occurred`` / ``times`` ``[B, S]``: per slot, whether it happened and when (NaN:
+    unknown or absent).
+    """
+
+    features: KeyedJaggedTensor
+    history_flags: torch.Tensor
+    history_times: torch.Tensor
+    tokens: torch.Tensor
+    token_times: torch.Tensor
+    occurred: torch.Tensor
+    times: torch.Tensor
+    users: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.users.shape[0])

@@ -51,9 +51,11 @@ class RankingTables:
         self.dataset = dataset
         schema = dataset.scan_events().collect_schema()
         self.context = [c for c in (_CONTEXT if context is None else context) if c in schema]
-        cols = ["user", "item", "ts", "actions", "split", *self.context]
+        extra = [c for c in ("play_time_ms", "duration_ms") if c in schema]
+        cols = ["user", "item", "ts", "actions", "split", *self.context, *extra]
         # Stable by user: each user's events in tie-rule order, exactly like the sequences.
         events = dataset.scan_events().select(cols).collect().sort("user", maintain_order=True)
+        self.events = events
         self.user = events["user"].to_numpy()
         self.item = events["item"].to_numpy()
         self.ts = events["ts"].to_numpy()

@@ -28,10 +28,12 @@ from recsys.metrics.ranking import (
     ranking_metrics,
     target_rank,
 )
+from recsys.metrics.regression import MaskedMAE
 from recsys.metrics.table import format_cell, format_table
 
 __all__ = [
     "LOGLOSS_EPS",
+    "MaskedMAE",
     "MultiActionMetrics",
     "RankingMetrics",
     "auc",

@@ -52,7 +52,7 @@ def _sasrec() -> BenchModel:
 
     return BenchModel(
         data=lambda path, seed: RetrievalDataModule(path, positive="click", max_len=50, batch_size=128,
-                                                    eval_batch_size=512, seed=seed),
+                                                    eval_batch_size=1024, seed=seed),
         module=lambda dm: SASRecModule(dm.num_items, dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.2),
     )
 

@@ -581,3 +581,31 @@ def test_kuairand_timestamps_are_utc8(pure):
     row = std.row(0, named=True)
     local = datetime.fromtimestamp(row["time_ms"] / 1000, tz=timezone(timedelta(hours=8)))
     assert int(local.strftime("%Y%m%d")) == row["date"]
+
+
+def test_tmall_action_style_drives_purchases_and_their_timing(tmall):
+    """The planted action-timing structure: decisive (user, topic) pairs buy more, sooner, favourite less."""
+    _, truth, log = tmall
+    day = pl.Series(truth.day_index(log["time_stamp"].to_numpy()))
+    pairs = (log.with_columns(day=day).group_by("user_id", "item_id").agg(
+        pl.col("day").filter(pl.col("action_type") == 0).min().alias("click"),
+        pl.col("day").filter(pl.col("action_type") == 2).min().alias("buy"),
+        (pl.col("action_type") == 3).any().alias("fav")))
+    style = truth.user_style[pairs["user_id"].to_numpy(), truth.item_topic[pairs["item_id"].to_numpy()]]
+    pairs = pairs.with_columns(style=pl.Series(style))
+    hi, lo = pairs.filter(pl.col("style") > 1), pairs.filter(pl.col("style") < -1)
+    assert hi["buy"].is_not_null().mean() > 2 * lo["buy"].is_not_null().mean()
+    assert lo["fav"].mean() > 1.5 * hi["fav"].mean()
+    same_day = [(f["buy"] == f["click"]).mean() for f in (hi.filter(pl.col("buy").is_not_null()),
+                                                           lo.filter(pl.col("buy").is_not_null()))]
+    assert same_day[0] > same_day[1] + 0.15
+
+
+def test_kuairand_engagement_style_drives_likes_and_play(pure):
+    _, truth, std, _ = pure
+    clicked = std.filter(pl.col("is_click") == 1, pl.col("duration_ms") > 0)
+    style = truth.user_style[clicked["user_id"].to_numpy(), truth.item_topic[clicked["video_id"].to_numpy()]]
+    frame = clicked.with_columns(style=pl.Series(style), ratio=pl.col("play_time_ms") / pl.col("duration_ms"))
+    hi, lo = frame.filter(pl.col("style") > 1), frame.filter(pl.col("style") < -1)
+    assert hi["is_like"].mean() > 3 * lo["is_like"].mean()
+    assert hi["ratio"].median() > lo["ratio"].median()

@@ -316,15 +316,18 @@ class _World:
 
 
 def _feedback(
-    cfg: KuaiRandSynthConfig, rng: np.random.Generator, aff: np.ndarray, dur: np.ndarray
+    cfg: KuaiRandSynthConfig, rng: np.random.Generator, aff: np.ndarray, dur: np.ndarray, style: np.ndarray
 ) -> dict[str, np.ndarray]:
     n = aff.size
     x = cfg.affinity_scale * aff.astype(np.float64)
+    # the user's engagement style on the video's topic: more deep actions and longer plays when > 0
+    st = cfg.style_strength * style.astype(np.float64)
+    keep = L.rare_logit_correction(cfg.style_strength)
     r = rng.random((10, n))
     click = r[0] < L.sigmoid(cfg.click_bias + x)
-    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x))
-    like = click & (r[2] < L.sigmoid(cfg.like_bias + x + 1.5 * lv))
-    deep = x + 1.5 * lv + 2.0 * like
+    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x + 0.5 * st))
+    like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x + st + 1.5 * lv))
+    deep = x + st + keep + 1.5 * lv + 2.0 * like
     follow = click & (r[3] < L.sigmoid(cfg.follow_bias + deep))
     comment = click & (r[4] < L.sigmoid(cfg.comment_bias + deep))
     forward = click & (r[5] < L.sigmoid(cfg.forward_bias + deep))
@@ -336,7 +339,7 @@ def _feedback(
     f = rng.random((4, n))
     loops = np.where(f[0] < 0.12, 1.0 + 2.0 * f[1], 1.0)
     full = np.maximum(dur * loops, thresh)
-    long_play = thresh + (full - thresh) * np.sqrt(f[2])
+    long_play = thresh + (full - thresh) * f[2] ** (0.5 * np.exp(-0.5 * np.clip(st, -3, 3)))
     short_play = thresh * (0.05 + 0.9 * f[2])
     preview = np.where(f[3] < 0.5, 0.0, np.minimum(thresh, 3_000.0) * f[2])
     play = np.where(lv, long_play, np.where(click, short_play, preview))
@@ -418,7 +421,7 @@ def _log_chunk(
         uniq, inv = np.unique(item, return_inverse=True)
         vec, dur = space.vectors(uniq)[inv], world.duration_ms(uniq)[inv]
     aff = L.affinity(p @ world.centroids, vec)
-    fb = _feedback(cfg, rng, aff, dur)
+    fb = _feedback(cfg, rng, aff, dur, lat["style"][u, space.topics[item]])
     duration = np.where(rng.random(nrows) < cfg.missing_duration_rate, 0, dur)
     cols = {
         "user_id": u + lo, "video_id": item, "date": world.dates[t], "hourmin": hourmin[req], "time_ms": rtime[req],
@@ -722,6 +725,7 @@ def write_kuairand(cfg: KuaiRandSynthConfig, directory: str | Path, progress=Non
         t0 = time.perf_counter()
         for ci, (lo, hi) in enumerate(user_chunks(cfg)):
             lat = L.user_latents(cfg, cfg.days, lo, hi)
+            lat["style"] = L.user_styles(cfg, lo, hi)
             for is_rand in (False, True):
                 stream = L.S_RANDOM_LOG if is_rand else L.S_EVENTS
                 cols = _log_chunk(world, lat, lo, L.make_rng(cfg.seed, stream, ci), is_rand=is_rand)
@@ -805,6 +809,8 @@ class KuaiRandTruth:
     daily_topic_probs: np.ndarray
     #: (users, days, dim) the daily interest ``P_u,t @ C`` that drives exposure and feedback.
     daily_interest: np.ndarray
+    #: (users, K) the action style of each user per topic (see LatentConfig.style_strength).
+    user_style: np.ndarray
 
     def affinity(self, users: np.ndarray, items: np.ndarray, days: np.ndarray | None = None) -> np.ndarray:
         """``<interest, v_item>``: daily interest when ``days`` (day indices) is given, else the long-run taste."""
@@ -839,4 +845,5 @@ def kuairand_truth(cfg: KuaiRandSynthConfig) -> KuaiRandTruth:
         dormant_active=world.active,
         daily_topic_probs=probs,
         daily_interest=(probs @ world.centroids).astype(np.float32),
+        user_style=L.user_styles(cfg, 0, cfg.users),
     )

@@ -64,6 +64,7 @@ S_USER_FEATURES = 9
 S_TABLES = 10
 S_RANDOM_LOG = 11
 S_LABELS = 12
+S_USER_STYLE = 13
 
 
 def make_rng(seed: int, *key: int) -> np.random.Generator:
@@ -99,6 +100,12 @@ class LatentConfig:
     dormant_late: float = 0.2
     #: Lognormal spread of user activity (events per day scale, mean 1).
     activity_sigma: float = 1.0
+    #: Strength of the per-(user, topic) *action style*, a standard normal ``style[u, k]``: how decisive
+    #: (Tmall: more and faster purchases, fewer favourites first) or engaged (KuaiRand: more likes, follows,
+    #: comments, forwards, and longer plays) user ``u`` is on topic ``k``. It shifts action logits by
+    #: ``style_strength * style`` and the timing of actions, so a user's past action timing on similar
+    #: items predicts the next chain: the action-timing structure A2Gen models. 0 turns it off.
+    style_strength: float = 1.0
 
     def _check_latent(self) -> None:
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -114,7 +121,7 @@ class LatentConfig:
         for name in ("dormant_early", "dormant_late"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        for name in ("item_noise", "taste_noise", "drift", "activity_sigma", "favourite_boost"):
+        for name in ("item_noise", "taste_noise", "drift", "activity_sigma", "favourite_boost", "style_strength"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
@@ -321,6 +328,22 @@ def user_latents(cfg: LatentConfig, days: int, lo: int, hi: int) -> dict[str, np
         }
 
     return per_user_blocks(cfg.seed, S_USERS, lo, hi, make)
+
+
+def user_styles(cfg: LatentConfig, lo: int, hi: int) -> np.ndarray:
+    """``(n, K)`` float32 standard normal action style of users ``[lo, hi)`` per topic (see
+    :attr:`LatentConfig.style_strength`); a user's values do not depend on ``lo``/``hi``."""
+
+    def make(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        return {"style": rng.standard_normal((n, cfg.dim), dtype=np.float32)}
+
+    return per_user_blocks(cfg.seed, S_USER_STYLE, lo, hi, make)["style"]
+
+
+def rare_logit_correction(strength: float) -> float:
+    """Logit shift that keeps the mean rate of a rare action when ``strength * N(0, 1)`` is added to its
+    logit (for rare events ``sigmoid(b + x) ~ exp(b + x)`` and ``E exp(s z) = exp(s^2 / 2)``)."""
+    return -0.5 * strength * strength
 
 
 def dormant_active(cfg: LatentConfig, days: int) -> np.ndarray:

@@ -26,7 +26,10 @@ Generative process (on top of :mod:`.latent`)
   exact duplicate rows, as in the real log); purchase ``~ sigmoid(purchase_bias + x (+ double11_purchase
   on 11-11) (+0.8 from a favourite seller))`` on the same day (p=0.6) or a few days later (then often a
   revisit click that day); add-to-favourite ``~ sigmoid(favourite_bias + x)`` on the click day or up to
-  three days later, never after the purchase; add-to-cart ``~ sigmoid(cart_bias + x)`` between the click
+  three days later, never after the purchase; the user's *action style* on the item's topic
+  (:attr:`~.latent.LatentConfig.style_strength`, ``s``) adds ``s`` to the purchase logit and ``-s`` to the
+  favourite logit, makes a same-day purchase ``sigmoid(0.4 + 1.5 s)`` likely and later purchases slower
+  for deliberate users (the rare-action biases are corrected so the mean rates stay); add-to-cart ``~ sigmoid(cart_bias + x)`` between the click
   and the purchase. Actions past 11-11 are dropped. Expected rows are about
   ``users * rows_per_user_day * (days - 1 + double11_boost)``.
 * **Order.** Rows of a user are grouped (users in a shuffled order within a chunk) and shuffled within the
@@ -272,6 +275,7 @@ def _users(world: _World, lo: int, hi: int) -> dict[str, np.ndarray]:
     fav[np.arange(f)[None, :] >= tr["n_fav"][:, None]] = -1
     lat.update({k_: v for k_, v in tr.items() if k_ != "fav_u"})
     lat["fav"] = fav
+    lat["style"] = L.user_styles(cfg, lo, hi)
     return lat
 
 
@@ -305,11 +309,16 @@ def _chunk(world: _World, lat: dict[str, np.ndarray], lo: int, rng: np.random.Ge
     item[fi] = world.sample_item_of_seller(fav_seller[fi], r[3][fi])
     x = cfg.affinity_scale * L.affinity(p @ world.centroids, world.space.vectors(item)).astype(np.float64)
     is11 = ct == last
-    buy = r[4] < L.sigmoid(cfg.purchase_bias + x + cfg.double11_purchase * is11 + 0.8 * from_fav)
-    fav = r[5] < L.sigmoid(cfg.favourite_bias + x)
+    # action style of the user on the item's topic: decisive (> 0) buys more and sooner and favourites less
+    st = cfg.style_strength * lat["style"][cu, world.space.topics[item]].astype(np.float64)
+    keep = L.rare_logit_correction(cfg.style_strength)
+    buy = r[4] < L.sigmoid(cfg.purchase_bias + keep + x + st + cfg.double11_purchase * is11 + 0.8 * from_fav)
+    fav = r[5] < L.sigmoid(cfg.favourite_bias + keep + x - st)
     cart = r[6] < L.sigmoid(cfg.cart_bias + x)
     extra = rng.geometric(1.0 / (1.0 + cfg.extra_clicks), m) - 1
-    gap = np.where(r[7] < 0.6, 0, rng.geometric(0.35, m))
+    same_day = L.sigmoid(0.4 + 1.5 * st)  # 0.6 at style 0, as without the style
+    delay = 1.0 / (1.0 + np.exp(np.clip(st, -3, 3)))  # slower follow-up purchases when deliberate
+    gap = np.where(r[7] < same_day, 0, rng.geometric(0.2 + 0.3 * (1 - delay), m))
     dp = ct + gap
     pre11 = (ct >= last - 14) & (ct < last) & (r[8] < 0.5)
     dp = np.where(pre11, last, dp)
@@ -450,6 +459,9 @@ class TmallTruth:
     user_loyalty: np.ndarray
     #: (users+1, favourite_sellers) favourite seller ids, -1 padded.
     user_favourite_sellers: np.ndarray
+    #: (users+1, K) the action style of each user per topic (row 0: padding; see
+    #: LatentConfig.style_strength).
+    user_style: np.ndarray
     #: (users+1,) 0 = train user, 1 = test user.
     user_split: np.ndarray
     dormant_topic: np.ndarray
@@ -504,6 +516,7 @@ def tmall_truth(cfg: TmallSynthConfig) -> TmallTruth:
         user_activity=pad(lat["activity"]),
         user_loyalty=pad(lat["loyalty"]),
         user_favourite_sellers=pad(fav, -1),
+        user_style=pad(lat["style"]),
         user_split=pad(lat["split"], -1),
         dormant_topic=pad(lat["dormant"], -1),
         dormant_active=world.active,

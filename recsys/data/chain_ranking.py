@@ -1,0 +1,176 @@
+"""Action-chain ranking data (A2Gen and its baselines) as a LightningDataModule.
+
+A sample is a chain (see :mod:`recsys.data.chains`) of the split: its user, the item with its side
+features, the context of its start event, the user's previous chains (items, their side features as
+``history_<field>`` keys aligned with ``history``, and their action slots), and the chain's labels. Tmall chains are (user, item) pairs, so every sample already carries an interaction (the
+paper's Tmall tasks ask, given the start, which of favourite / cart / purchase follow and when); KuaiRand
+chains are clicked impressions (like / follow / comment / forward, and Leave's time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from recsys.data.batches import ChainBatch, jagged_take, make_kjt
+from recsys.data.chains import Chains, ChainSpec, build_chains, history_slots
+from recsys.data.prepared import PreparedDataset
+from recsys.data.ranking import RankingTables
+from recsys.data.splits import SPLIT_NAMES
+
+Stage = Literal["train", "valid", "test"]
+
+
+class ChainTables:
+    """Ranking tables plus the chains, their label sequences and history boundaries."""
+
+    def __init__(self, dataset: PreparedDataset, context: list[str] | None) -> None:
+        self.t = RankingTables(dataset, None, context)
+        self.chains: Chains = build_chains(dataset, self.t.events)
+        c = self.chains
+        self.tokens, self.token_times = c.label_sequences()
+        n = len(c)
+        new_user = np.r_[True, c.user[1:] != c.user[:-1]]
+        user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+        new_time = new_user | np.r_[True, c.start[1:] != c.start[:-1]]
+        self.history_end = np.maximum.accumulate(np.where(new_time, np.arange(n), 0))  # exclusive
+        self.history_begin = user_start
+        self.cardinalities = dict(self.t.cardinalities)
+        for f in self.t.item_fields:  # the history items' side features share the candidate's tables
+            self.cardinalities[f"history_{f}"] = self.t.cardinalities[f]
+
+    @property
+    def spec(self) -> ChainSpec:
+        return self.chains.spec
+
+
+class ChainSamples(Dataset):
+    """The chains of one split; ``__getitems__`` builds a whole batch at once."""
+
+    def __init__(self, tables: ChainTables, stage: Stage, *, max_len: int = 50) -> None:
+        self.tables, self.max_len = tables, max_len
+        self.rows = np.flatnonzero(tables.chains.split == SPLIT_NAMES.index(stage))
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, index: int) -> ChainBatch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> ChainBatch:
+        tab, c, t = self.tables, self.tables.chains, self.tables.t
+        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        item = c.item[rows].astype(np.int64)
+        user = c.user[rows].astype(np.int64)
+        event = c.event[rows]
+        ones = np.ones(rows.shape[0], dtype=np.int64)
+        feats: dict[str, tuple[np.ndarray, np.ndarray]] = {"user": (user, ones), "item": (item, ones)}
+        for f in t.item_fields:
+            feats[f] = (t.item_side[f][item], ones)
+        if t.has_tags:
+            tag_len = t.tag_offsets[item + 1] - t.tag_offsets[item]
+            feats["tags"] = (t.tag_values[jagged_take(t.tag_offsets[item], tag_len)], tag_len)
+        for f in t.user_fields:
+            feats[f] = (t.user_side[f][user], ones)
+        for f in t.context:
+            feats[f] = (t.context_values[f][event], ones)
+        end = tab.history_end[rows]
+        begin = np.maximum(tab.history_begin[rows], end - self.max_len)
+        lengths = end - begin
+        hist = jagged_take(begin, lengths)
+        hist_items = c.item[hist]
+        feats["history"] = (hist_items, lengths)
+        for f in t.item_fields:
+            feats[f"history_{f}"] = (t.item_side[f][hist_items], lengths)
+        flags, times = history_slots(c, hist, np.repeat(rows, lengths))
+        token_times = tab.token_times[rows]
+        return ChainBatch(
+            features=make_kjt(feats),
+            history_flags=torch.from_numpy(flags),
+            history_times=torch.from_numpy(times),
+            tokens=torch.from_numpy(tab.tokens[rows]),
+            token_times=torch.from_numpy(token_times),
+            occurred=torch.from_numpy(c.occurred[rows].astype(np.float32)),
+            times=torch.from_numpy(c.times[rows]),
+            users=torch.from_numpy(user),
+        )
+
+
+def _batch_identity(batch: ChainBatch) -> ChainBatch:
+    return batch
+
+
+class ChainDataModule(L.LightningDataModule):
+    """Action chains of a prepared Tmall or KuaiRand dataset (see the module docstring).
+
+    Args:
+        data: folder of a prepared dataset.
+        context: event columns used as context features (``None``: ``tab``, ``hour`` where present).
+        max_len: history length (previous chains).
+    """
+
+    def __init__(
+        self,
+        data: str | Path,
+        context: list[str] | None = None,
+        max_len: int = 50,
+        batch_size: int = 512,
+        eval_batch_size: int = 2048,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        data = str(data)  # plain types only in checkpoints: they load with torch.load(weights_only=True)
+        self.save_hyperparameters()
+        self.dataset = PreparedDataset(data)
+        self.tables: ChainTables | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables is None:
+            self.tables = ChainTables(self.dataset, self.hparams.context)
+
+    @property
+    def spec(self) -> ChainSpec:
+        self.setup()
+        return self.tables.spec
+
+    @property
+    def spec_dict(self) -> dict[str, Any]:
+        """The chain layout as plain types (what models take, and what checkpoints store)."""
+        return {**asdict(self.spec), "actions": list(self.spec.actions)}
+
+    @property
+    def feature_cardinalities(self) -> dict[str, int]:
+        self.setup()
+        return dict(self.tables.cardinalities)
+
+    def samples(self, stage: Stage) -> ChainSamples:
+        self.setup()
+        return ChainSamples(self.tables, stage, max_len=self.hparams.max_len)
+
+    def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.samples(stage),
+            batch_size=hp.batch_size if stage == "train" else hp.eval_batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
+            collate_fn=_batch_identity,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
