@@ -128,22 +128,35 @@ class A2Gen(nn.Module):
         hist = emb["history"]
         history_keys = ["history" if k == "item" else f"history_{k}" for k in self.item_keys]
         e = self.item_proj(torch.cat([emb[k].values() for k in history_keys], -1))  # [H, d]
-        flags = batch.history_flags  # [H, n]
-        if e.shape[0]:
-            slot_ids = torch.arange(1, self.n + 1, device=e.device)  # action ids 1..K, terminal K + 1
-            slots = torch.cat([self.time_enc(batch.history_times, flags > 0),
-                               self.action_emb(slot_ids).expand(e.shape[0], -1, -1)], dim=-1)
-            slots = slots * flags[..., None]  # slot = is_a * [timeEmb ; e_a]
-            per_slot = self.act_cam(slots, e, mask=flags > 0)
-            seq = (per_slot * flags[..., None]).sum(1)  # Seq_j [H, d]
-        else:
-            seq = e.new_zeros(0, self.dim)
+        seq = self.action_level(e, batch.history_flags, batch.history_times, batch.features["history"].values())
         lengths = hist.lengths()
         length = int(lengths.max()) if lengths.numel() and int(lengths.max()) > 0 else 1
         x = to_padded(torch.cat([e, seq], dim=-1), hist.offsets(), length)  # [B, L, 2d]
         mask = padding_mask(lengths, length)
         h = self.item_cam(x, target, mask=mask)
         return (h * mask[..., None]).sum(1)
+
+    def action_level(self, e: torch.Tensor, flags: torch.Tensor, times: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``Seq_j [H, d]``: the action-level CAM over each history entry's slots, summed over slots.
+
+        It depends on the entry alone (item, flags, times), so identical entries (the same history
+        repeated for every candidate of a user at serving time) are computed once."""
+        if e.shape[0] == 0:
+            return e.new_zeros(0, self.dim)
+        key = torch.cat([items.double()[:, None], flags.double(), times.double()], dim=1)  # exact for ids < 2**53
+        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+        if unique.shape[0] == e.shape[0]:
+            return self._action_level(e, flags, times)
+        first = torch.empty(unique.shape[0], dtype=torch.long, device=e.device)
+        first.scatter_(0, inverse, torch.arange(e.shape[0], device=e.device))
+        return self._action_level(e[first], flags[first], times[first])[inverse]
+
+    def _action_level(self, e: torch.Tensor, flags: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        slot_ids = torch.arange(1, self.n + 1, device=e.device)  # action ids 1..K, terminal K + 1
+        slots = torch.cat([self.time_enc(times, flags > 0), self.action_emb(slot_ids).expand(e.shape[0], -1, -1)], -1)
+        slots = slots * flags[..., None]  # slot = is_a * [timeEmb ; e_a]
+        per_slot = self.act_cam(slots, e, mask=flags > 0)
+        return (per_slot * flags[..., None]).sum(1)
 
     # -- generators --------------------------------------------------------------------------------------
     def generate(self, z: torch.Tensor, batch: ChainBatch | None = None) -> dict[str, torch.Tensor]:
