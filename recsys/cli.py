@@ -84,13 +84,14 @@ def data_synth(
 def quickstart(
     *,
     out: Path = Path("runs/quickstart"),
-    users: int = 5000,
-    items: int = 3000,
-    epochs: int = 8,
+    users: int = 2000,
+    items: int = 1500,
+    epochs: int = 2,
     seed: int = 0,
 ) -> None:
     """The main job on an embedded default, offline: synthesize a small KuaiRand-format dataset, prepare it,
-    train the SASRec-style baseline with a progress bar, evaluate it and print a metrics table.
+    train A2Gen (and PLE beside it) on its action chains with a progress bar, evaluate and print the
+    per-action metrics.
 
     Args:
         out: working folder (raw files, prepared data, logs and checkpoints).
@@ -124,7 +125,7 @@ def bench_optim(
     curves.png and summary.md.
 
     Args:
-        model: a registered model (recsys.optim.bench.MODELS).
+        model: a registered model (recsys.optim.bench.MODELS: sasrec, a2gen).
         data: a prepared dataset; by default a synthetic KuaiRand-Pure-format one made under ``out``.
         out: output folder.
         seeds: seeds of the final runs (the sweep uses the first).

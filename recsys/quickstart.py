@@ -1,11 +1,12 @@
 """``recsys quickstart``: the whole pipeline on an embedded default, offline, in a few minutes on 2 CPU cores.
 
-1. synthesize a small KuaiRand-Pure-format release (the real file names and formats);
+1. synthesize a small KuaiRand-Pure-format release (the real file names and formats, with planted
+   per-topic engagement styles that drive which actions follow a click and how long a video is watched);
 2. prepare it (``recsys data prepare``);
-3. train the SASRec-style next-item baseline on clicks, with a progress bar, keeping the best checkpoint
-   by validation NDCG@10;
-4. evaluate on the test period by ranking the full catalogue, next to a popularity baseline on exactly
-   the same test samples, and print the table.
+3. build action chains (click -> like / follow / comment / forward -> Leave) and train A2Gen, the
+   action-aware generative ranker, with a progress bar, keeping the best checkpoint by validation AUC;
+   PLE, the multi-task baseline A2Gen replaced online, trains beside it with the same recipe;
+4. evaluate both on the test period (2022-04-29..05-08) and print per-action AUC and Leave-time MAE.
 """
 
 from __future__ import annotations
@@ -13,20 +14,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
-
-def run(*, out: Path, users: int = 5000, items: int = 3000, epochs: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
+def run(*, out: Path, users: int = 2000, items: int = 1500, epochs: int = 2, seed: int = 0) -> dict[str, dict[str, float]]:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from recsys.data.chain_ranking import ChainDataModule
     from recsys.data.demo import demo_dataset
-    from recsys.data.retrieval import RetrievalDataModule
-    from recsys.metrics import RankingMetrics
     from recsys.metrics.table import format_table
-    from recsys.models.sasrec_module import SASRecModule
+    from recsys.models.a2gen import A2GenModule
+    from recsys.models.ple import PLE
 
     started = time.perf_counter()
     out = Path(out)
@@ -34,38 +32,25 @@ def run(*, out: Path, users: int = 5000, items: int = 3000, epochs: int = 8, see
     print(f"[2/4] prepared {manifest.rows['events']:,} events ({manifest.rows['duplicates_dropped']:,} exact "
           f"duplicates dropped), {manifest.vocab_sizes['user'] - 1:,} users, {manifest.vocab_sizes['item'] - 1:,} items "
           f"-> {prepared}")
-
-    L.seed_everything(seed, verbose=False)
-    data = RetrievalDataModule(prepared, positive="click", max_len=50, batch_size=128, eval_batch_size=512, seed=seed)
-    model = SASRecModule(data.num_items, dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.2, lr=2e-3)
-    checkpoint = ModelCheckpoint(monitor="val/ndcg@10", mode="max", filename="best")
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=CSVLogger(out, name="logs"),
-        callbacks=[checkpoint],
-        enable_model_summary=False,
-        deterministic=True,
-    )
-    print(f"[3/4] training SASRec on {len(data.samples('train')):,} click windows for {epochs} epochs")
-    trainer.fit(model, data)
-    test = trainer.test(model, data, ckpt_path=checkpoint.best_model_path or None, verbose=False)[0]
-
-    # Popularity: every test sample gets the same scores, the items' training-period click counts.
-    popularity = RankingMetrics(ks=model.hparams.ks)
-    counts = torch.from_numpy(data.train_item_counts.astype(np.float32))
-    counts[0] = float("-inf")
-    for batch in data.test_dataloader():
-        popularity.update(counts.expand(batch.batch_size, -1), batch.targets)
-    pop = {k: float(v) for k, v in popularity.compute().items()}
-    rows = {
-        "SASRec": {k.removeprefix("test/"): float(v) for k, v in test.items()},
-        "Popularity": pop,
-    }
-    columns = ["hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"]
-    print(f"\n[4/4] test period (2022-04-29..05-08), {len(data.samples('test')):,} users' next click, "
-          f"ranked against all {data.num_items - 1:,} items:\n")
+    data = ChainDataModule(prepared, max_len=30, batch_size=256, seed=seed)
+    data.setup()
+    spec = data.spec
+    print(f"[3/4] {len(data.samples('train')):,} training chains (click -> {', '.join(spec.actions)} -> {spec.terminal})")
+    rows: dict[str, dict[str, float]] = {}
+    for name, cls in (("A2Gen", A2GenModule), ("PLE", PLE)):
+        L.seed_everything(seed, verbose=False)
+        model = cls(data.feature_cardinalities, data.spec_dict, lr=3e-3, muon_lr=5e-3)
+        checkpoint = ModelCheckpoint(monitor="val/auc_mean", mode="max", filename="best")
+        trainer = L.Trainer(max_epochs=epochs, val_check_interval=0.5, accelerator="cpu",
+                            logger=CSVLogger(out, name=f"logs-{name.lower()}"), callbacks=[checkpoint],
+                            enable_model_summary=False)
+        print(f"      training {name} ({sum(p.numel() for p in model.parameters()):,} parameters, MuonRec)")
+        trainer.fit(model, data)
+        result = trainer.test(model, data, ckpt_path=checkpoint.best_model_path or None, verbose=False)[0]
+        rows[name] = {k.removeprefix("test/"): float(v) for k, v in result.items()}
+    columns = [f"auc/{a}" for a in spec.actions] + [f"mae/{spec.terminal}"]
+    print(f"\n[4/4] test period, {len(data.samples('test')):,} clicked impressions: per-action AUC, and the mean "
+          f"absolute error of the predicted Leave time (fraction of the video):\n")
     print(format_table(rows, columns=columns, index="model"))
-    print(f"\nbest checkpoint: {checkpoint.best_model_path}\nlogs: {trainer.logger.log_dir}")
-    print(f"total {time.perf_counter() - started:.0f} s")
+    print(f"\nlogs and checkpoints: {out}\ntotal {time.perf_counter() - started:.0f} s")
     return rows

@@ -8,8 +8,8 @@ AdamW's rate first, then Muon's rate with MuonRec's AdamW family at AdamW's best
 separately too). ``torch-muon`` runs torch.optim.Muon on MuonRec's Muon matrices and AdamW on the rest,
 with MuonRec's rates: the same algorithm, for timing and as a numerical cross-check.
 
-The loop is plain PyTorch around the model's LightningModule (``loss`` and ``update_metrics``), so the
-optimizer step can be timed alone. Outputs in ``out/``: ``runs.csv`` (one row per run), ``curves.csv``
+The loop is plain PyTorch around the model's LightningModule (its loss and evaluation, through the
+model's :class:`BenchModel` entry), so the optimizer step can be timed alone. Outputs in ``out/``: ``runs.csv`` (one row per run), ``curves.csv``
 (every evaluation), ``curves.png`` (validation NDCG@10 against steps, mean and min-max band over seeds),
 ``summary.md``.
 """
@@ -38,12 +38,37 @@ OPTIMIZERS = ("adamw", "muonrec", "torch-muon")
 
 @dataclass
 class BenchModel:
-    """How to build a benchmarkable model and its data; the module provides ``loss(batch)`` and
-    ``update_metrics(batch, metrics)``."""
+    """How to build a benchmarkable model and its data, its training loss, and its evaluation.
+
+    ``metrics[0]`` is the early-stopping monitor and ``metrics[1]`` a second figure for the tables."""
 
     data: Callable[[Path, int], L.LightningDataModule]
     module: Callable[[L.LightningDataModule], L.LightningModule]
-    monitor: str = "ndcg@10"
+    loss: Callable[[L.LightningModule, Any], torch.Tensor]
+    evaluate: Callable[[L.LightningModule, Any], dict[str, float]]
+    metrics: tuple[str, ...]
+
+    @property
+    def monitor(self) -> str:
+        return self.metrics[0]
+
+
+def _ranking_eval(module: L.LightningModule, loader: Any) -> dict[str, float]:
+    metrics = RankingMetrics(ks=(10, 50))
+    for batch in loader:
+        module.update_metrics(batch, metrics)
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def _chain_eval(module: L.LightningModule, loader: Any) -> dict[str, float]:
+    from recsys.metrics import MaskedMAE, MultiActionMetrics
+
+    actions = MultiActionMetrics(list(module.spec.actions), metrics=("auc",))
+    mae = MaskedMAE(module.slot_names)
+    for batch in loader:
+        module.update_metrics(batch, actions, mae)
+    aucs = {f"auc/{a}": float(v["auc"]) for a, v in actions.compute().items()}
+    return {"auc_mean": sum(aucs.values()) / len(aucs), **aucs, **{f"mae/{a}": float(v) for a, v in mae.compute().items()}}
 
 
 def _sasrec() -> BenchModel:
@@ -54,11 +79,27 @@ def _sasrec() -> BenchModel:
         data=lambda path, seed: RetrievalDataModule(path, positive="click", max_len=50, batch_size=128,
                                                     eval_batch_size=1024, seed=seed),
         module=lambda dm: SASRecModule(dm.num_items, dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.2),
+        loss=lambda module, batch: module.loss(batch),
+        evaluate=_ranking_eval,
+        metrics=("ndcg@10", "hr@10", "ndcg@50", "hr@50", "mrr"),
     )
 
 
-#: Models that can be benchmarked; A2Gen and GEMs register here as they land.
-MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec}
+def _a2gen() -> BenchModel:
+    from recsys.data.chain_ranking import ChainDataModule
+    from recsys.models.a2gen import A2GenModule
+
+    return BenchModel(
+        data=lambda path, seed: ChainDataModule(path, max_len=30, batch_size=256, seed=seed),
+        module=lambda dm: A2GenModule(dm.feature_cardinalities, dm.spec_dict),
+        loss=lambda module, batch: module.loss(batch)[0],
+        evaluate=_chain_eval,
+        metrics=("auc_mean",),
+    )
+
+
+#: Models that can be benchmarked (``--model``); GEMs registers here as it lands.
+MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec, "a2gen": _a2gen}
 
 
 class _TorchMuonWithAdamW:
@@ -102,17 +143,15 @@ class Run:
     train_seconds: float = 0.0  # forward, backward and optimizer steps, evaluation excluded
     seconds_to_best: float = 0.0  # training seconds until the best evaluation
     ms_per_step: float = 0.0  # the optimizer step alone (median)
-    curve: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, train s, ndcg@10, hr@10
+    curve: list[tuple[int, float, float]] = field(default_factory=list)  # step, train seconds, monitor
 
 
-def _evaluate(module: L.LightningModule, loader: Any) -> dict[str, float]:
-    metrics = RankingMetrics(ks=(10, 50))
+def _evaluate(spec: BenchModel, module: L.LightningModule, loader: Any) -> dict[str, float]:
     module.eval()
     with torch.no_grad():
-        for batch in loader:
-            module.update_metrics(batch, metrics)
+        values = spec.evaluate(module, loader)
     module.train()
-    return {k: float(v) for k, v in metrics.compute().items()}
+    return values
 
 
 def train_one(
@@ -135,7 +174,7 @@ def train_one(
     for _epoch in range(max_epochs):
         for batch in train:
             started = time.perf_counter()
-            loss = module.loss(batch)
+            loss = spec.loss(module, batch)
             opt.zero_grad()
             loss.backward()
             t_step = time.perf_counter()
@@ -147,8 +186,8 @@ def train_one(
             step += 1
             if step % eval_every:
                 continue
-            val = _evaluate(module, data.val_dataloader())
-            run.curve.append((step, run.train_seconds, val["ndcg@10"], val["hr@10"]))
+            val = _evaluate(spec, module, data.val_dataloader())
+            run.curve.append((step, run.train_seconds, val[spec.monitor]))
             if val[spec.monitor] > best:
                 best, waited = val[spec.monitor], 0
                 best_state = copy.deepcopy(module.state_dict())
@@ -163,9 +202,9 @@ def train_one(
     run.steps_run = step
     run.ms_per_step = statistics.median(step_times) * 1000
     module.load_state_dict(best_state)
-    run.test = _evaluate(module, data.test_dataloader())
-    log(f"  {optimizer:10s} lr={lr:g} muon_lr={muon_lr} seed={seed}: best val ndcg@10 {best:.4f} at step "
-        f"{run.steps_to_best} ({run.seconds_to_best:.0f} s), test ndcg@10 {run.test['ndcg@10']:.4f}, "
+    run.test = _evaluate(spec, module, data.test_dataloader())
+    log(f"  {optimizer:10s} lr={lr:g} muon_lr={muon_lr} seed={seed}: best val {spec.monitor} {best:.4f} at step "
+        f"{run.steps_to_best} ({run.seconds_to_best:.0f} s), test {spec.monitor} {run.test[spec.monitor]:.4f}, "
         f"{run.ms_per_step:.2f} ms/step")
     return run
 
@@ -210,15 +249,14 @@ def bench(
             data_seed = dm if seed == seeds[0] else spec.data(data, seed)
             finals[name].append(reuse or train_one(spec, data_seed, name, lr, muon_lr, seed, **kw))
         runs += [("final", r) for r in finals[name] if all(r is not s for _, s in runs)]
-    _write_csv(out, runs)
-    _plot(out / "curves.png", finals)
-    text = _summary(model, data, finals, sweep_adamw, sweep_muon, spec.monitor)
+    _write_csv(out, runs, spec.metrics)
+    _plot(out / "curves.png", finals, spec.monitor)
+    text = _summary(model, data, finals, sweep_adamw, sweep_muon, spec.metrics)
     (out / "summary.md").write_text(text)
     return text
 
 
-def _write_csv(out: Path, runs: list[tuple[str, Run]]) -> None:
-    metrics = ["ndcg@10", "hr@10", "ndcg@50", "hr@50", "mrr"]
+def _write_csv(out: Path, runs: list[tuple[str, Run]], metrics: tuple[str, ...]) -> None:
     with (out / "runs.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["phase", "optimizer", "lr", "muon_lr", "seed", "steps_to_best", "steps_run", "seconds_to_best",
@@ -229,13 +267,13 @@ def _write_csv(out: Path, runs: list[tuple[str, Run]]) -> None:
                         *(round(r.best_val[m], 6) for m in metrics), *(round(r.test[m], 6) for m in metrics)])
     with (out / "curves.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["phase", "optimizer", "lr", "muon_lr", "seed", "step", "train_seconds", "val_ndcg@10", "val_hr@10"])
+        w.writerow(["phase", "optimizer", "lr", "muon_lr", "seed", "step", "train_seconds", f"val_{metrics[0]}"])
         for phase, r in runs:
-            for step, secs, ndcg, hr in r.curve:
-                w.writerow([phase, r.optimizer, r.lr, r.muon_lr, r.seed, step, round(secs, 3), round(ndcg, 6), round(hr, 6)])
+            for step, secs, value in r.curve:
+                w.writerow([phase, r.optimizer, r.lr, r.muon_lr, r.seed, step, round(secs, 3), round(value, 6)])
 
 
-def _plot(path: Path, finals: dict[str, list[Run]]) -> None:
+def _plot(path: Path, finals: dict[str, list[Run]], monitor: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,14 +284,14 @@ def _plot(path: Path, finals: dict[str, list[Run]]) -> None:
         steps = sorted({s for r in runs for s, *_ in r.curve})
         rows = []
         for s in steps:
-            values = [dict((st, nd) for st, _, nd, _ in r.curve).get(s) for r in runs]
+            values = [dict((st, v) for st, _, v in r.curve).get(s) for r in runs]
             values = [v for v in values if v is not None]
             rows.append((s, statistics.mean(values), min(values), max(values)))
         xs = [r[0] for r in rows]
         ax.plot(xs, [r[1] for r in rows], label=f"{name} (mean of {len(runs)} seeds)")
         ax.fill_between(xs, [r[2] for r in rows], [r[3] for r in rows], alpha=0.2)
     ax.set_xlabel("optimizer steps")
-    ax.set_ylabel("validation NDCG@10")
+    ax.set_ylabel(f"validation {monitor}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -262,25 +300,26 @@ def _plot(path: Path, finals: dict[str, list[Run]]) -> None:
 
 
 def _first_step_reaching(run: Run, target: float) -> tuple[int | None, float | None]:
-    for step, secs, ndcg, _ in run.curve:
-        if ndcg >= target:
+    for step, secs, value in run.curve:
+        if value >= target:
             return step, secs
     return None, None
 
 
 def _summary(model: str, data: Path, finals: dict[str, list[Run]], sweep_adamw: list[Run], sweep_muon: list[Run],
-             monitor: str) -> str:
+             metrics: tuple[str, ...]) -> str:
     def mean(xs: list[float]) -> float:
         return statistics.mean(xs)
 
+    monitor, second = metrics[0], metrics[1 if len(metrics) > 1 else 0]
     lines = [f"# bench-optim: {model} on {data}", "", "## Sweep (first seed)", "",
-             "| optimizer | lr | muon_lr | best val ndcg@10 | steps to best |", "| :-- | --: | --: | --: | --: |"]
+             f"| optimizer | lr | muon_lr | best val {monitor} | steps to best |", "| :-- | --: | --: | --: | --: |"]
     for r in sweep_adamw + sweep_muon:
         lines.append(f"| {r.optimizer} | {r.lr:g} | {r.muon_lr if r.muon_lr is not None else '-'} "
                      f"| {r.best_val[monitor]:.4f} | {r.steps_to_best} |")
     lines += ["", "## Chosen rates, all seeds (mean ± sd)", "",
-              "| optimizer | lr | muon_lr | seeds | steps to best | train s to best | best val ndcg@10 | best val hr@10 "
-              "| test ndcg@10 | test hr@10 | ms / optimizer step |",
+              f"| optimizer | lr | muon_lr | seeds | steps to best | train s to best | best val {monitor} "
+              f"| best val {second} | test {monitor} | test {second} | ms / optimizer step |",
               "| :-- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |"]
 
     def ms(xs: list[float]) -> str:
@@ -291,8 +330,8 @@ def _summary(model: str, data: Path, finals: dict[str, list[Run]], sweep_adamw: 
         lines.append(
             f"| {name} | {r0.lr:g} | {r0.muon_lr if r0.muon_lr is not None else '-'} | {len(runs)} "
             f"| {ms([r.steps_to_best for r in runs])} | {ms([r.seconds_to_best for r in runs])} "
-            f"| {ms([r.best_val['ndcg@10'] for r in runs])} | {ms([r.best_val['hr@10'] for r in runs])} "
-            f"| {ms([r.test['ndcg@10'] for r in runs])} | {ms([r.test['hr@10'] for r in runs])} "
+            f"| {ms([r.best_val[monitor] for r in runs])} | {ms([r.best_val[second] for r in runs])} "
+            f"| {ms([r.test[monitor] for r in runs])} | {ms([r.test[second] for r in runs])} "
             f"| {ms([r.ms_per_step for r in runs])} |")
     if "adamw" in finals and "muonrec" in finals:
         target = mean([r.best_val[monitor] for r in finals["adamw"]])

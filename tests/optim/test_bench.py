@@ -28,3 +28,15 @@ def test_bench_optim_writes_runs_curves_plot_and_summary(prepared_kuairand, tmp_
     # torch-muon is the same algorithm as MuonRec: close results on the same seed
     by = {(r["optimizer"], r["seed"]): float(r["val_ndcg@10"]) for r in rows}
     assert abs(by[("muonrec", "0")] - by[("torch-muon", "0")]) < 0.05
+
+
+def test_bench_optim_accepts_a2gen(prepared_kuairand, tmp_path, capsys):
+    out = tmp_path / "bench-a2gen"
+    code = main(["bench-optim", "--model", "a2gen", "--data", str(prepared_kuairand), "--out", str(out),
+                 "--seeds", "[0]", "--adamw_lrs", "[0.003]", "--muon_lrs", "[0.005]", "--optimizers",
+                 "[adamw, muonrec]", "--max_epochs", "1", "--patience", "2", "--evals_per_epoch", "2"])
+    assert code == 0
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["optimizer"], r["seed"]) for r in rows] == [("adamw", "0"), ("muonrec", "0")]
+    assert all(0 <= float(r["test_auc_mean"]) <= 1 for r in rows)
+    assert "best val auc_mean" in capsys.readouterr().out
