@@ -4,7 +4,9 @@ Two parameter sets:
 
 * ``stack``: 12 matrices 256x256 and 4 of 256x1024 (the stack of issue #3 and ../shared/GPU.md);
 * ``sasrec``: every parameter of the toolkit's SASRec-style model (dim 64, 2 blocks, 3,001 items), grouped
-  by MuonRec's ``muonrec`` preset; ``torch.optim.Muon`` gets the same Muon matrices and AdamW the rest.
+  by MuonRec's ``muonrec`` preset; ``torch.optim.Muon`` gets the same Muon matrices and AdamW the rest;
+* ``a2gen``: every parameter of A2Gen (IAG, dim 32, 4 heads) on KuaiRand-Pure-sized vocabularies
+  (27,285 users, 7,551 videos), grouped the same way.
 
 The floor is the Newton-Schulz FLOPs (5 quintic steps: ``5 * (4 m^2 n + 2 m^3)`` per ``m x n`` matrix,
 ``m <= n``) over the bf16 matmul rate measured here on 512x512 and 256x1024 products. Step times are the
@@ -22,6 +24,8 @@ import time
 
 import torch
 
+from recsys.data.chains import SPECS
+from recsys.models.a2gen import A2Gen
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.optim import MuonRec, build_param_groups
 
@@ -85,9 +89,15 @@ def parameter_sets() -> dict[str, tuple[list[torch.nn.Parameter], list[torch.nn.
     torch.manual_seed(0)
     stack = [torch.nn.Parameter(torch.randn(256, 256)) for _ in range(12)]
     stack += [torch.nn.Parameter(torch.randn(256, 1024)) for _ in range(4)]
+    sets = {"stack": (stack, [])}
     model = SASRec(SASRecConfig(num_items=3001, dim=64, num_layers=2, num_heads=2, max_len=50))
-    muon, adamw = (g["params"] for g in build_param_groups(model, "muonrec"))
-    return {"stack": (stack, []), "sasrec": (muon, adamw)}
+    sets["sasrec"] = tuple(g["params"] for g in build_param_groups(model, "muonrec"))
+    cardinalities = {"user": 27_286, "item": 7_552, "author": 6_511, "video_type": 3, "upload_type": 15, "tags": 70,
+                     "user_active_degree": 10, "tab": 15, "hour": 24, "history": 7_552, "history_author": 6_511,
+                     "history_video_type": 3, "history_upload_type": 15}
+    a2gen = A2Gen(cardinalities, SPECS["kuairand"], dim=32, heads=4)
+    sets["a2gen"] = tuple(g["params"] for g in build_param_groups(a2gen, "muonrec"))
+    return sets
 
 
 def run(repeats: int) -> str:

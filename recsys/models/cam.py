@@ -43,8 +43,10 @@ class CAM(nn.Module):
         self.q = nn.Linear(2 * dim, dim, bias=False)
         self.k = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim, bias=False)
-        self.out = nn.Parameter(torch.empty(heads, self.head_dim, dim))  # W_o per head
-        nn.init.xavier_uniform_(self.out.view(heads * self.head_dim, dim))
+        # W_o of every head, stacked: [H * d/H, d]. One 2-D matrix (so Muon orthogonalizes it as the
+        # d x d map it is), viewed per head in forward.
+        self.out = nn.Parameter(torch.empty(dim, dim))
+        nn.init.xavier_uniform_(self.out)
         self.gate = nn.Linear(context_dim, heads)
         self.drop = nn.Dropout(dropout)
         self.mlp = (
@@ -77,7 +79,7 @@ class CAM(nn.Module):
         heads = nn.functional.scaled_dot_product_attention(
             split(q), split(k), split(v), attn_mask=allowed, dropout_p=self.drop.p if self.training else 0.0
         )  # [B, H, L, d/H]
-        per_head = torch.einsum("bhld,hde->bhle", heads, self.out)  # [B, H, L, d]
+        per_head = torch.einsum("bhld,hde->bhle", heads, self.out.view(self.heads, self.head_dim, self.dim))  # [B, H, L, d]
         g = torch.softmax(self.gate(context), dim=-1)  # [B, H]
         y = torch.einsum("bh,bhle->ble", g, per_head) + u[:, None]
         if self.residual:
