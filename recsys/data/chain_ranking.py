@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from recsys.data.batches import ChainBatch, jagged_take, make_kjt
+from recsys.data.loading import BatchedDataModule, Stage
 from recsys.data.chains import Chains, ChainSpec, build_chains, history_slots
 from recsys.data.prepared import PreparedDataset
 from recsys.data.ranking import RankingTables
 from recsys.data.splits import SPLIT_NAMES
 
-Stage = Literal["train", "valid", "test"]
 
 
 class ChainTables:
@@ -102,11 +101,8 @@ class ChainSamples(Dataset):
         )
 
 
-def _batch_identity(batch: ChainBatch) -> ChainBatch:
-    return batch
 
-
-class ChainDataModule(L.LightningDataModule):
+class ChainDataModule(BatchedDataModule):
     """Action chains of a prepared Tmall or KuaiRand dataset (see the module docstring).
 
     Args:
@@ -153,24 +149,3 @@ class ChainDataModule(L.LightningDataModule):
     def samples(self, stage: Stage) -> ChainSamples:
         self.setup()
         return ChainSamples(self.tables, stage, max_len=self.hparams.max_len)
-
-    def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            self.samples(stage),
-            batch_size=hp.batch_size if stage == "train" else hp.eval_batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
-            collate_fn=_batch_identity,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

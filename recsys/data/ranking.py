@@ -29,18 +29,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from recsys.data.batches import RankingBatch, jagged_take, make_kjt
+from recsys.data.loading import BatchedDataModule, Stage
 from recsys.data.prepared import PreparedDataset
 from recsys.data.sampling import NegativeSampler
 from recsys.data.splits import SPLIT_NAMES
 
-Stage = Literal["train", "valid", "test"]
 _CONTEXT = ("tab", "hour")
 
 
@@ -151,11 +150,8 @@ class RankingSamples(Dataset):
         return RankingBatch(make_kjt(feats), torch.from_numpy(labels), torch.from_numpy(user))
 
 
-def _batch_identity(batch: RankingBatch) -> RankingBatch:
-    return batch
 
-
-class RankingDataModule(L.LightningDataModule):
+class RankingDataModule(BatchedDataModule):
     """Multi-action ranking over a prepared dataset (see the module docstring).
 
     Args:
@@ -215,24 +211,3 @@ class RankingDataModule(L.LightningDataModule):
     def samples(self, stage: Stage) -> RankingSamples:
         self.setup()
         return self._samples[stage]
-
-    def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            self.samples(stage),
-            batch_size=hp.batch_size if stage == "train" else hp.eval_batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
-            collate_fn=_batch_identity,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -21,17 +21,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from recsys.data.batches import RetrievalBatch, jagged_take, make_kjt
+from recsys.data.loading import BatchedDataModule, Stage
 from recsys.data.prepared import PreparedDataset, Sequences
 from recsys.data.sampling import NegativeSampler
 from recsys.data.splits import TEST, TRAIN, VALID, leave_last_out
 
-Stage = Literal["train", "valid", "test"]
 
 
 def positive_sequences(dataset: PreparedDataset, positive: str | list[str] | None) -> Sequences:
@@ -130,11 +129,8 @@ def _group_first(groups: np.ndarray) -> np.ndarray:
     return np.repeat(starts, np.diff(np.r_[starts, groups.size]))
 
 
-def _batch_identity(batch: RetrievalBatch) -> RetrievalBatch:
-    return batch
 
-
-class RetrievalDataModule(L.LightningDataModule):
+class RetrievalDataModule(BatchedDataModule):
     """Next-item retrieval over a prepared dataset (see the module docstring).
 
     Args:
@@ -192,25 +188,3 @@ class RetrievalDataModule(L.LightningDataModule):
     def samples(self, stage: Stage) -> RetrievalSamples:
         self.setup()
         return self._samples[stage]
-
-    def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
-        hp = self.hparams
-        generator = torch.Generator().manual_seed(hp.seed)
-        return DataLoader(
-            self.samples(stage),
-            batch_size=hp.batch_size if stage == "train" else hp.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator if shuffle else None,
-            collate_fn=_batch_identity,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
