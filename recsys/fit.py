@@ -27,6 +27,7 @@ LINKS = {
     "cardinalities": "feature_cardinalities",
     "spec": "spec_dict",
     "num_items": "num_items",
+    "semantic_ids": "semantic_ids_path",
 }
 
 

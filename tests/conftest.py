@@ -45,3 +45,13 @@ def prepared_tmall(raw_tmall: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("prepared") / "tmall"
     prepare(make_source("tmall", raw_tmall), out, PrepareOptions(), log=_quiet)
     return out
+
+
+@pytest.fixture(scope="session")
+def prepared_lifelong(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small KuaiRand-1K-format release with long histories (~170 clicks per user), prepared."""
+    raw = tmp_path_factory.mktemp("raw") / "kuairand-1k"
+    synthesize("kuairand-1k", raw, users=30, items=3000, days=30, rows_per_user_day=12.0, seed=5)
+    out = tmp_path_factory.mktemp("prepared") / "kuairand-1k"
+    prepare(make_source("kuairand-1k", raw), out, PrepareOptions(), log=_quiet)
+    return out

@@ -14,12 +14,14 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 def test_there_are_configs():
     names = {p.stem for p in CONFIGS}
-    assert {"a2gen_tmall", "a2gen_kuairand", "mmoe_tmall", "ple_tmall", "din_tmall", "sasrec_kuairand"} <= names
+    assert {"a2gen_tmall", "a2gen_kuairand", "mmoe_tmall", "ple_tmall", "din_tmall", "sasrec_kuairand",
+            "gems_kuairand1k"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_runs(config, request, tmp_path, monkeypatch):
-    data = request.getfixturevalue("prepared_tmall" if "tmall" in config.stem else "prepared_kuairand")
+    fixture = "prepared_tmall" if "tmall" in config.stem else "prepared_lifelong" if "gems" in config.stem else "prepared_kuairand"
+    data = request.getfixturevalue(fixture)
     monkeypatch.chdir(tmp_path)  # logs and checkpoints land in the test's folder
     code = main(["fit", "--config", str(config), "--data.init_args.data", str(data),
                  "--trainer.fast_dev_run", "2", "--trainer.enable_progress_bar", "false"])

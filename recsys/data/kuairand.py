@@ -130,7 +130,8 @@ class KuaiRandSource:
         if missing:
             raise DataError(self.root, f"missing file(s) of {self.dataset}: {', '.join(missing)}")
         for path in self.log_files():
-            csvfile.check_header(path, KUAIRAND_LOG)
+            # a log may be empty (a synthetic release with a short window); all of them empty is an error
+            csvfile.check_header(path, KUAIRAND_LOG, require_rows=False)
         csvfile.check_header(self.root / self.release.user_features, KUAIRAND_USER_FEATURES)
         for name in self.release.video_basic:
             csvfile.check_header(self.root / name, KUAIRAND_VIDEO_BASIC)

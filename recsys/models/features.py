@@ -31,17 +31,22 @@ def table_of(key: str) -> str:
 
 
 class SparseFeatures(nn.Module):
-    def __init__(self, cardinalities: dict[str, int], dim: int, *, init_std: float = 0.02) -> None:
+    """``tables`` maps a key to the table it reads (default :func:`table_of`); a table takes the size of
+    its first key."""
+
+    def __init__(self, cardinalities: dict[str, int], dim: int, *, init_std: float = 0.02,
+                 tables: dict[str, str] | None = None) -> None:
         super().__init__()
         self.keys = list(cardinalities)
         owners: dict[str, list[str]] = {}
         for key in self.keys:
-            owners.setdefault(table_of(key), []).append(key)
-        tables = [
-            EmbeddingConfig(name=table, embedding_dim=dim, num_embeddings=cardinalities[table], feature_names=features)
+            owners.setdefault((tables or {}).get(key, table_of(key)), []).append(key)
+        tables_config = [
+            EmbeddingConfig(name=table, embedding_dim=dim, num_embeddings=cardinalities[features[0]],
+                            feature_names=features)
             for table, features in owners.items()
         ]
-        self.collection = EmbeddingCollection(tables=tables, device=torch.device("cpu"))
+        self.collection = EmbeddingCollection(tables=tables_config, device=torch.device("cpu"))
         self.dim = dim
         for table in self.collection.embeddings.values():
             nn.init.normal_(table.weight, std=init_std)

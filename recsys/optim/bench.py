@@ -98,8 +98,30 @@ def _a2gen() -> BenchModel:
     )
 
 
-#: Models that can be benchmarked (``--model``); GEMs registers here as it lands.
-MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec, "a2gen": _a2gen}
+def _gems_eval(module: L.LightningModule, loader: Any) -> dict[str, float]:
+    from recsys.models.gems_module import SumMetric
+
+    metrics = SumMetric()
+    for batch in loader:
+        module._evaluate(batch, metrics)
+    return metrics.compute()
+
+
+def _gems() -> BenchModel:
+    from recsys.data.lifelong import LifelongDataModule
+    from recsys.models.gems_module import GEMsModule
+
+    return BenchModel(
+        data=lambda path, seed: LifelongDataModule(path, recent=64, mid=1024, max_train_per_user=200, seed=seed),
+        module=lambda dm: GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, beam_width=100, ks=[10, 50, 100]),
+        loss=lambda module, batch: module.loss(batch)[0],
+        evaluate=_gems_eval,
+        metrics=("recall@10", "ndcg@10", "recall@50", "recall@100"),
+    )
+
+
+#: Models that can be benchmarked (``--model``).
+MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec, "a2gen": _a2gen, "gems": _gems}
 
 
 class _TorchMuonWithAdamW:

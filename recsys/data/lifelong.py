@@ -1,0 +1,201 @@
+"""Lifelong-history samples for GEMs: a user's whole past split by recency into three streams.
+
+GEMs (Zhou et al., arXiv 2602.13631, Sec. 3; ``../shared/PAPERS.md`` §2) reads a lifelong sequence
+``x_1..x_T`` as three streams with their own costs: **recent** = the last ``recent`` events before the
+target, **mid-term** = the ``mid`` events before those, **lifecycle** = every older event. The paper uses
+256 / 5,000 / the rest (up to 100k); the defaults here are scaled to the public data (64 / 1,024 / rest).
+
+Only positive events (e.g. clicks) form the sequence, as in next-item retrieval; a sample is a positive
+event of the split (its item is the target) with the user's earlier positives as streams. Per event the
+batch carries its item, the item's author (where the data has one), its action bits and its age (hours
+before the target, for time embeddings)::
+
+    features["recent"]        items of the recent stream, jagged (oldest first), with
+    features["recent_author"] their authors (aligned), and ages / actions as dense values aligned too
+    features["mid"], ["life"] the same for the mid-term and lifecycle streams
+
+Training samples are every positive event of the training period (``max_train_per_user`` caps them per
+user, keeping the latest); validation / test samples are the first ``eval_per_user`` positives of each
+user in that period. Streams never include the target or anything after it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.data.batches import _Movable, jagged_take, make_kjt
+from recsys.data.loading import BatchedDataModule, Stage
+from recsys.data.prepared import PreparedDataset
+from recsys.data.retrieval import positive_sequences
+from recsys.data.splits import TEST, TRAIN, VALID
+
+STREAMS = ("recent", "mid", "life")
+MS_PER_HOUR = 3_600_000
+
+
+@dataclass
+class LifelongBatch(_Movable):
+    """Three jagged streams per sample (see the module docstring) and the target item.
+
+    ``ages`` / ``actions``: ``{stream: [sum(lengths)]}`` aligned with ``features[stream]``: hours before
+    the target (float) and the event's action bitmask (int64).
+    """
+
+    features: KeyedJaggedTensor
+    ages: dict[str, torch.Tensor]
+    actions: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    users: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> LifelongBatch:
+        moved = super().to(device, non_blocking)
+        moved.ages = {k: v.to(device) for k, v in self.ages.items()}
+        moved.actions = {k: v.to(device) for k, v in self.actions.items()}
+        return moved
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.users.shape[0])
+
+
+class LifelongSamples(Dataset):
+    def __init__(self, dataset: PreparedDataset, seq, author: np.ndarray | None, stage: Stage, *, recent: int,
+                 mid: int, life: int | None, eval_per_user: int | None, max_train_per_user: int | None) -> None:
+        self.seq, self.author = seq, author
+        self.recent, self.mid, self.life = recent, mid, life
+        code = {"train": TRAIN, "valid": VALID, "test": TEST}[stage]
+        user_of = np.repeat(np.arange(len(seq)), seq.lengths)
+        pos = np.flatnonzero(seq.split == code)
+        starts = seq.offsets[:-1][user_of[pos]]
+        pos = pos[pos > starts]  # a target needs at least one earlier event
+        cap = eval_per_user if stage != "train" else max_train_per_user
+        if cap is not None and pos.size:
+            owner = user_of[pos]
+            first = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+            rank = np.arange(pos.size) - np.repeat(first, np.diff(np.r_[first, pos.size]))
+            if stage == "train":  # keep the latest training targets of a user
+                count = np.diff(np.r_[first, pos.size])
+                rank = np.repeat(count, count) - 1 - rank
+            pos = pos[rank < cap]
+        self.targets = pos
+        self.owner = user_of[pos]
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def __getitem__(self, index: int) -> LifelongBatch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> LifelongBatch:
+        s = self.seq
+        idx = np.asarray(indices, dtype=np.int64)
+        target = self.targets[idx]
+        start = s.offsets[:-1][self.owner[idx]]
+        r_begin = np.maximum(start, target - self.recent)
+        m_begin = np.maximum(start, r_begin - self.mid)
+        l_begin = start if self.life is None else np.maximum(start, m_begin - self.life)
+        bounds = {"recent": (r_begin, target), "mid": (m_begin, r_begin), "life": (l_begin, m_begin)}
+        feats, ages, actions = {}, {}, {}
+        target_ts = s.ts[target]
+        for name, (lo, hi) in bounds.items():
+            rows = jagged_take(lo, hi - lo)
+            feats[name] = (s.item[rows], hi - lo)
+            if self.author is not None:
+                feats[f"{name}_author"] = (self.author[s.item[rows]], hi - lo)
+            age = (np.repeat(target_ts, hi - lo) - s.ts[rows]) / MS_PER_HOUR
+            ages[name] = torch.from_numpy(age.astype(np.float32))
+            actions[name] = torch.from_numpy(s.actions[rows].astype(np.int64))
+        return LifelongBatch(
+            features=make_kjt(feats),
+            ages=ages,
+            actions=actions,
+            targets=torch.from_numpy(s.item[target].astype(np.int64)),
+            users=torch.from_numpy(s.users[self.owner[idx]].astype(np.int64)),
+        )
+
+
+class LifelongDataModule(BatchedDataModule):
+    """Lifelong three-stream samples over a prepared dataset (see the module docstring).
+
+    Args:
+        data: folder of a prepared dataset.
+        positive: actions that make an event part of the sequence (``None``: any action).
+        recent / mid: stream lengths; life: cap on the lifecycle stream (``None``: everything older).
+        eval_per_user: validation/test targets per user; max_train_per_user: latest training targets
+            per user (``None``: all).
+        sid_levels / sid_codebook / sid_collision: the semantic IDs (:attr:`semantic_ids_path`): residual
+            k-means over SVD item vectors of the training interactions.
+    """
+
+    def __init__(
+        self,
+        data: str | Path,
+        positive: str | list[str] | None = "click",
+        recent: int = 64,
+        mid: int = 1024,
+        life: int | None = None,
+        eval_per_user: int | None = 1,
+        max_train_per_user: int | None = None,
+        sid_levels: int = 3,
+        sid_codebook: int = 64,
+        sid_collision: str = "extra_level",
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        data = str(data)  # plain types only in checkpoints
+        self.save_hyperparameters()
+        self.dataset = PreparedDataset(data)
+        self._seq = None
+        self._author: np.ndarray | None = None
+
+    @property
+    def num_items(self) -> int:
+        return self.dataset.num_items
+
+    @property
+    def feature_cardinalities(self) -> dict[str, int]:
+        cards = {name: self.num_items for name in STREAMS}
+        if "author" in self.dataset.manifest.vocab_sizes:
+            cards.update({f"{name}_author": self.dataset.manifest.vocab_sizes["author"] for name in STREAMS})
+        return cards
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._seq is None:
+            self._seq = positive_sequences(self.dataset, self.hparams.positive)
+            items = self.dataset.items()
+            if "author" in items.columns:
+                self._author = items["author"].to_numpy().astype(np.int64)
+
+    @property
+    def semantic_ids_path(self) -> str:
+        """Folder of the dataset's semantic IDs, built once from the training interactions and cached
+        under ``<prepared>/derived/`` (what GEMs models link to)."""
+        from recsys.data.item_vectors import training_item_vectors
+        from recsys.models.semantic_ids import SemanticIds
+
+        hp = self.hparams
+        folder = self.dataset.path / "derived" / f"sid-L{hp.sid_levels}-C{hp.sid_codebook}-{hp.sid_collision}-s{hp.seed}"
+        if not (folder / "semantic_ids.json").exists():
+            vectors = training_item_vectors(self.dataset, hp.positive, dim=64, seed=hp.seed)
+            sids = SemanticIds.build(vectors, levels=hp.sid_levels, codebook_size=hp.sid_codebook,
+                                     collision=hp.sid_collision, seed=hp.seed)
+            tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+            sids.save(tmp)
+            os.replace(tmp, folder)  # complete or absent
+        return str(folder)
+
+    def samples(self, stage: Stage) -> LifelongSamples:
+        self.setup()
+        hp = self.hparams
+        return LifelongSamples(self.dataset, self._seq, self._author, stage, recent=hp.recent, mid=hp.mid,
+                               life=hp.life, eval_per_user=hp.eval_per_user, max_train_per_user=hp.max_train_per_user)

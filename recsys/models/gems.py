@@ -1,0 +1,405 @@
+"""GEMs: generative retrieval over lifelong histories with a multi-stream decoder (Zhou et al., "Breaking
+the Long-Sequence Barrier in Generative Recommendation with a Multi-Stream Decoder", arXiv 2602.13631).
+
+The paper's text is not public; this follows the abstract and a detailed public study note
+(``../shared/PAPERS.md`` §2, marked [S] there), and fills the gaps with published designs it cites:
+DeepSeek-V3.2's lightning indexer for the mid-term stream and VISTA's quasi-linear attention for the
+lifecycle stream. Where we had to choose, the docstrings say so (reconstruction).
+
+* **Recent stream** (Sec. 3.2 [S]): per-event features (item, author, action bits, age) embedded and
+  summed, then a pre-norm self-attention encoder with positions counted from the newest event.
+* **Mid-term stream** (Sec. 3.3 [S]): the events' embeddings are the keys and values of a per-layer
+  cross-attention. A lightweight **indexer** (``indexer_heads`` heads of ``indexer_dim``, ReLU scores
+  ``I_{t,s} = sum_h w_{t,h} ReLU(q_{t,h} . k_s)``, DeepSeek-V3.2's DSA) selects the top-``top_k`` keys per
+  decoder query. It is trained by ``KL(p_full || softmax(I))`` towards the head-averaged full attention
+  (detached), with its own inputs detached, so it never changes the main model.
+* **Lifecycle stream** (Sec. 3.4 [S]; VISTA): a quasi-linear attention summariser compresses all older
+  events into ``summary_tokens`` tokens: ``M = mean_i phi(K_i)^T V_i`` (``phi`` = SiLU), summaries
+  ``S = LayerNorm(phi(Q_S) M)`` with learned queries ``Q_S``. ``M`` is a running sum, so a user's summary is
+  cached offline and updated incrementally as events age out of the mid-term window
+  (:class:`LifecycleCache`). A reconstruction loss trains it: from the summaries, attention with an
+  event's age as the query must reproduce the event's (detached) embedding (our reconstruction of VISTA's
+  ``L_recon``).
+* **Decoder** (Sec. 3.5 [S]): over ``[BOS, s_1, .., s_{L-1}]``; each block runs causal self-attention, then
+  per stream its own cross-attention and feed-forward, and fuses the streams **without parameters**: the
+  sum of the streams' updates (``D' + sum_s (D*_s - D')``, so the shared residual is counted once).
+  Logits of level ``l`` are dot products with that level's code embeddings (tied). Next-token loss.
+* **Three-stage schedule** (Sec. 3.6 [S]): ``stage=1`` dense attention, no indexer loss; ``stage=2`` adds
+  the indexer loss (still dense); ``stage=3`` selects the top-K mid-term keys (training matches serving).
+
+Shapes, for B samples, streams of lengths R (recent), M (mid), O (lifecycle), L SID levels, width d::
+
+    recent [B, R, d] -> encoder;  mid [B, M, d] keys/values;  life [B, O, d] -> summaries [B, S, d]
+    decoder input [B, L, d] (BOS + L-1 tokens) -> logits per level [B, C_l]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.models.features import SparseFeatures
+from recsys.models.jagged import padding_mask, to_padded
+
+STREAMS = ("recent", "mid", "life")
+_AGE_EDGES = (1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440, 4320, 8760)  # hours
+
+
+@dataclass
+class GEMsConfig:
+    num_items: int
+    codebook_sizes: tuple[int, ...]
+    dim: int = 64
+    heads: int = 4
+    layers: int = 2
+    encoder_layers: int = 2
+    streams: tuple[str, ...] = STREAMS
+    recent: int = 64
+    indexer_heads: int = 2
+    indexer_dim: int = 16
+    top_k: int = 64
+    summary_tokens: int = 8
+    num_actions: int = 8
+    cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
+    dropout: float = 0.1
+
+
+class EventEmbedding(nn.Module):
+    """An event = item + author (if any) + its action bits (a sum of bit embeddings) + its age bucket.
+
+    Items and authors of all three streams share one torchrec table each (``recent``, ``mid``, ``life``
+    read ``item``; ``*_author`` read ``author``)."""
+
+    def __init__(self, config: GEMsConfig) -> None:
+        super().__init__()
+        cards = {k: v for k, v in config.cardinalities.items() if k in STREAMS or k.endswith("_author")}
+        shared = {k: ("author" if k.endswith("_author") else "item") for k in cards}
+        self.features = SparseFeatures(cards, config.dim, tables=shared)
+        self.bits = nn.Parameter(torch.randn(config.num_actions, config.dim) * 0.02)
+        self.age = nn.Embedding(len(_AGE_EDGES) + 1, config.dim)
+        self.register_buffer("edges", torch.tensor(_AGE_EDGES, dtype=torch.float32), persistent=False)
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, embedded: dict, stream: str, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        """``[N, d]`` events of ``stream`` from the embedded KJT (see :class:`SparseFeatures`)."""
+        x = embedded[stream].values()
+        if f"{stream}_author" in embedded:
+            x = x + embedded[f"{stream}_author"].values()
+        bits = ((actions[:, None] >> torch.arange(self.bits.shape[0], device=actions.device)) & 1).to(x.dtype)
+        x = x + bits @ self.bits + self.age(torch.bucketize(ages, self.edges))
+        return self.norm(x)
+
+
+class Indexer(nn.Module):
+    """DSA-style lightning indexer: ReLU scores of a few small heads, weighted per query."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.q = nn.Linear(dim, heads * head_dim)
+        self.k = nn.Linear(dim, head_dim)
+        self.w = nn.Linear(dim, heads)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``queries [B, T, d]``, ``keys [B, M, d]`` (both detached by the caller) -> scores ``[B, T, M]``."""
+        b, t, _ = queries.shape
+        q = self.q(queries).view(b, t, self.heads, self.head_dim)
+        k = self.k(keys)
+        scores = torch.relu(torch.einsum("bthd,bmd->bthm", q, k))
+        return torch.einsum("bth,bthm->btm", self.w(queries), scores)
+
+
+class QuasiLinearSummarizer(nn.Module):
+    """VISTA-style quasi-linear attention summary of the lifecycle stream (see the module docstring)."""
+
+    def __init__(self, dim: int, tokens: int) -> None:
+        super().__init__()
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.queries = nn.Parameter(torch.randn(tokens, dim) * dim**-0.5)
+        self.norm = nn.LayerNorm(dim)
+        self.recon_q = nn.Linear(dim, dim)
+
+    def state(self, events: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample ``sum_i phi(K_i)^T V_i`` ``[B, d, d]`` and the event count ``[B]`` (additive: cacheable)."""
+        b = offsets.shape[0] - 1
+        lengths = offsets[1:] - offsets[:-1]
+        rows = torch.repeat_interleave(torch.arange(b, device=events.device), lengths)
+        outer = F.silu(self.k(events))[:, :, None] * self.v(events)[:, None, :]  # [N, d, d]
+        total = events.new_zeros(b, events.shape[1], events.shape[1]).index_add_(0, rows, outer)
+        return total, lengths.to(events.dtype)
+
+    def summaries(self, total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """``[B, tokens, d]`` from a (possibly cached) state; zeros for an empty lifecycle."""
+        mean = total / count.clamp(min=1)[:, None, None]
+        s = torch.einsum("sd,bde->bse", F.silu(self.queries), F.silu(mean))
+        return self.norm(s) * (count > 0)[:, None, None].to(s.dtype)
+
+    def reconstruction_loss(self, summaries: torch.Tensor, events: torch.Tensor, ages: torch.Tensor,
+                            offsets: torch.Tensor) -> torch.Tensor:
+        """Each lifecycle event's embedding (detached) predicted from its sample's summaries by attention
+        with the event's age embedding as the query (``ages`` here are age embeddings ``[N, d]``)."""
+        if events.shape[0] == 0:
+            return summaries.sum() * 0.0
+        lengths = offsets[1:] - offsets[:-1]
+        rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=events.device), lengths)
+        q = self.recon_q(ages)  # [N, d]
+        att = torch.softmax(torch.einsum("nd,nsd->ns", q, summaries[rows]) / q.shape[-1] ** 0.5, dim=-1)
+        pred = torch.einsum("ns,nsd->nd", att, summaries[rows])
+        return F.mse_loss(pred, events.detach())
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def project(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``[B, H, M, d/H]`` of a memory (cacheable per user at serving time)."""
+        b, m, d = memory.shape
+        k, v = self.kv(memory).view(b, m, 2, self.heads, d // self.heads).unbind(2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x [B, T, d]`` attends to ``k, v [B, H, M, d/H]``; ``mask [B, T or 1, M]`` (True: attend)."""
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5  # [B, H, T, M]
+        if mask is not None:
+            allowed = mask[:, None] | ~mask[:, None].any(-1, keepdim=True)  # an empty memory attends uniformly
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            probs = probs * mask[:, None].any(-1, keepdim=True)  # ... and contributes nothing
+        out = F.dropout(probs, self.dropout, self.training) @ v
+        out = self.out(out.transpose(1, 2).reshape(b, t, d))
+        return out, (probs.mean(1) if return_probs else None)
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention, then per stream its own cross-attention and FFN, fused by a plain sum."""
+
+    def __init__(self, config: GEMsConfig) -> None:
+        super().__init__()
+        d = config.dim
+        self.streams = config.streams
+        self.self_norm = nn.RMSNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.cross_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
+        self.cross = nn.ModuleDict({s: CrossAttention(d, config.heads, config.dropout) for s in self.streams})
+        self.ffn_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
+        self.ffn = nn.ModuleDict({
+            s: nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(4 * d, d))
+            for s in self.streams
+        })
+
+
+class GEMs(nn.Module):
+    def __init__(self, config: GEMsConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.events = EventEmbedding(config)
+        if "recent" in config.streams:
+            self.recent_pos = nn.Parameter(torch.randn(config.recent, d) * 0.02)
+            layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, config.dropout, "gelu",
+                                               batch_first=True, norm_first=True)
+            self.recent_encoder = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
+        if "mid" in config.streams:
+            self.indexer = Indexer(d, config.indexer_heads, config.indexer_dim)
+        if "life" in config.streams:
+            self.summarizer = QuasiLinearSummarizer(d, config.summary_tokens)
+        self.codes = nn.ModuleList(nn.Embedding(c, d) for c in config.codebook_sizes)
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)
+        self.level_pos = nn.Parameter(torch.randn(len(config.codebook_sizes), d) * 0.02)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
+        self.final_norm = nn.RMSNorm(d)
+        for table in self.codes:
+            nn.init.normal_(table.weight, std=d**-0.5)
+
+    # -- streams -------------------------------------------------------------------------------------------
+    def encode(self, features: KeyedJaggedTensor, ages: dict[str, torch.Tensor],
+               actions: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """Per stream the memory the decoder reads: ``{"memory": [B, M, d], "mask": [B, M]}`` (plus the
+        flat lifecycle events for the reconstruction loss)."""
+        embedded = self.events.features(features)
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for name in self.config.streams:
+            events = self.events(embedded, name, actions[name], ages[name])
+            offsets = embedded[name].offsets()
+            lengths = offsets[1:] - offsets[:-1]
+            if name == "life":
+                total, count = self.summarizer.state(events, offsets)
+                summaries = self.summarizer.summaries(total, count)
+                mask = (count > 0)[:, None].expand(-1, summaries.shape[1])
+                out[name] = {"memory": summaries, "mask": mask, "events": events, "offsets": offsets,
+                             "ages": self.events.age(torch.bucketize(ages[name], self.events.edges))}
+                continue
+            length = max(int(lengths.max()) if lengths.numel() else 0, 1)
+            if name == "recent":
+                length = max(length, 1)
+                padded = to_padded(events, offsets, length)
+                # positions count from the newest event: right-align by flipping each row's real part
+                pos = (lengths[:, None] - 1 - torch.arange(length, device=events.device)).clamp(min=0)
+                padded = padded + self.recent_pos[pos.clamp(max=self.config.recent - 1)]
+                mask = padding_mask(lengths, length)
+                padded = self.recent_encoder(padded, src_key_padding_mask=~mask)
+                out[name] = {"memory": padded * mask[..., None], "mask": mask}
+            else:
+                out[name] = {"memory": to_padded(events, offsets, length), "mask": padding_mask(lengths, length)}
+        return out
+
+    # -- decoder -------------------------------------------------------------------------------------------
+    def token_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[BOS, s_1, .., s_t]`` embeddings for prefixes ``tokens [B, t]`` -> ``[B, t + 1, d]``."""
+        b, t = tokens.shape
+        parts = [self.bos.expand(b, 1, -1)]
+        parts += [self.codes[level](tokens[:, level])[:, None] for level in range(t)]
+        x = torch.cat(parts, dim=1)
+        return x + self.level_pos[: t + 1]
+
+    def decode(self, x: torch.Tensor, memories: dict[str, dict[str, torch.Tensor]], *, stage: int = 1,
+               beams: int = 1, memory_kv: dict | None = None, self_cache: dict | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder states ``[N, T, d]`` for inputs ``x [N, T, d]`` and the indexer loss (0 unless training
+        at stage >= 2). ``N = B * beams``: the ``beams`` rows of a user share that user's stream memories
+        (``[B, ...]``), read by all their queries at once, never copied per beam.
+
+        Serving passes ``memory_kv`` (each stream's keys/values per layer, projected once per user) and
+        ``self_cache`` (per layer, the self-attention inputs of earlier positions; ``x`` is then only the
+        new position)."""
+        indexer_loss = x.new_zeros(())
+        n, t, d = x.shape
+        b = n // beams
+        for i, block in enumerate(self.blocks):
+            h = block.self_norm(x)
+            if self_cache is not None:
+                kv = h if i not in self_cache else torch.cat([self_cache[i], h], dim=1)
+                self_cache[i] = kv
+                attn, _ = block.self_attn(h, kv, kv, need_weights=False)
+            else:
+                causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+                attn, _ = block.self_attn(h, h, h, attn_mask=causal, need_weights=False)
+            shared = x + attn
+            update = torch.zeros_like(shared)
+            for s in block.streams:
+                mem = memories[s]
+                q = block.cross_norm[s](shared).reshape(b, beams * t, d)  # a user's queries together
+                k, v = memory_kv[(s, i)] if memory_kv is not None else block.cross[s].project(mem["memory"])
+                mask = mem["mask"][:, None, :]
+                if s == "mid" and stage >= 2 and mem["memory"].shape[1] > 0:
+                    scores = self.indexer(q.detach(), mem["memory"].detach())
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                    if stage >= 3 and mem["memory"].shape[1] > self.config.top_k:
+                        top = scores.topk(self.config.top_k, dim=-1).indices  # [B, beams * T, K]
+                        out = self._topk_attention(block.cross[s], q, k, v, top, mem["mask"])
+                    else:
+                        out, full = block.cross[s](q, k, v, mask, return_probs=self.training)
+                        if self.training:  # KL(p_full || softmax(I)), towards the detached full attention
+                            target = full.detach()
+                            log_p = torch.log_softmax(scores, dim=-1)
+                            kl = target * (target.clamp(min=1e-9).log() - log_p)
+                            indexer_loss = indexer_loss + kl.masked_fill(~mask.expand_as(kl), 0.0).sum(-1).mean()
+                else:
+                    out, _ = block.cross[s](q, k, v, mask)
+                d_s = shared + out.reshape(n, t, d)
+                d_s = d_s + block.ffn[s](block.ffn_norm[s](d_s))
+                update = update + (d_s - shared)  # parameter-free fusion of the streams
+            x = shared + update
+        return self.final_norm(x), indexer_loss
+
+    def memory_kv(self, memories: dict[str, dict[str, torch.Tensor]]) -> dict:
+        """Every stream's keys/values for every layer, projected once (per user, shared by its beams)."""
+        return {(s, i): block.cross[s].project(memories[s]["memory"])
+                for i, block in enumerate(self.blocks) for s in block.streams}
+
+    def step(self, prefix: torch.Tensor, state: dict, memories: dict, memory_kv: dict, beams: int,
+             stage: int) -> tuple[torch.Tensor, dict]:
+        """One decoding step for beam search: ``prefix [B * beams, l]`` -> log-probs of level ``l``."""
+        n, l = prefix.shape
+        if l == 0:
+            x = self.bos.expand(n, 1, -1) + self.level_pos[0]
+        else:
+            x = self.codes[l - 1](prefix[:, l - 1])[:, None] + self.level_pos[l]
+        cache = state.setdefault("self", {})
+        states, _ = self.decode(x, memories, stage=stage, beams=beams, memory_kv=memory_kv, self_cache=cache)
+        return torch.log_softmax(self.level_logits(states[:, -1], l), dim=-1), state
+
+    @staticmethod
+    def _topk_attention(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        top: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-attention of each query over its own top-K keys (gathered): ``top [B, T, K]``.
+
+        Only the selected keys and values are gathered: the cost is ``T * K`` per head, not ``T * M``."""
+        b, t, d = x.shape
+        h = k.shape[1]
+        q = cross.q(x).view(b, t, h, d // h).transpose(1, 2)  # [B, H, T, dh]
+        idx = top[:, None, :, :, None].expand(b, h, t, top.shape[-1], d // h)
+        k_sel = torch.gather(k[:, :, None].expand(b, h, t, k.shape[2], d // h), 3, idx)  # [B, H, T, K, dh]
+        v_sel = torch.gather(v[:, :, None].expand(b, h, t, v.shape[2], d // h), 3, idx)
+        valid = torch.gather(mask[:, None, :].expand(b, t, -1), 2, top)  # [B, T, K]
+        scores = torch.einsum("bhtd,bhtkd->bhtk", q, k_sel) / (d // h) ** 0.5
+        scores = scores.masked_fill(~valid[:, None], float("-inf"))
+        probs = torch.nan_to_num(torch.softmax(scores, dim=-1))
+        out = torch.einsum("bhtk,bhtkd->bhtd", probs, v_sel)
+        return cross.out(out.transpose(1, 2).reshape(b, t, d))
+
+    def level_logits(self, states: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits over level ``level``'s codes from decoder states ``[..., d]`` (tied embeddings)."""
+        return states @ self.codes[level].weight.T
+
+    def forward(self, features: KeyedJaggedTensor, ages: dict[str, torch.Tensor], actions: dict[str, torch.Tensor],
+                target_sids: torch.Tensor, *, stage: int = 1) -> dict[str, torch.Tensor]:
+        """Teacher-forced training: next-token loss over the target SIDs ``[B, L]``, the indexer loss, and
+        the lifecycle reconstruction loss."""
+        memories = self.encode(features, ages, actions)
+        levels = target_sids.shape[1]
+        x = self.token_inputs(target_sids[:, :-1])
+        states, indexer_loss = self.decode(x, memories, stage=stage)
+        ntp = sum(F.cross_entropy(self.level_logits(states[:, lvl], lvl), target_sids[:, lvl]) for lvl in range(levels))
+        out = {"ntp": ntp / levels, "indexer": indexer_loss}
+        if "life" in memories:
+            life = memories["life"]
+            out["recon"] = self.summarizer.reconstruction_loss(life["memory"], life["events"], life["ages"], life["offsets"])
+        return out
+
+
+class LifecycleCache:
+    """Per-user lifecycle state ``(sum phi(K)^T V, count)``, kept offline and updated incrementally.
+
+    ``add(users, events)`` adds the contributions of events that aged out of the mid-term window (the
+    state is a sum, so nothing is recomputed); ``summaries(users)`` gives the summary tokens. Memory is
+    ``d x d`` floats per user, whatever the history length: how a user with 100k events is served with
+    bounded memory.
+    """
+
+    def __init__(self, summarizer: QuasiLinearSummarizer, dim: int) -> None:
+        self.summarizer = summarizer
+        self.dim = dim
+        self.total: dict[int, torch.Tensor] = {}
+        self.count: dict[int, float] = {}
+
+    @torch.no_grad()
+    def add(self, user: int, events: torch.Tensor) -> None:
+        """Fold ``events [n, d]`` (embedded) into ``user``'s state."""
+        if events.shape[0] == 0:
+            return
+        total, count = self.summarizer.state(events, torch.tensor([0, events.shape[0]], device=events.device))
+        self.total[user] = self.total.get(user, torch.zeros_like(total[0])) + total[0]
+        self.count[user] = self.count.get(user, 0.0) + float(count[0])
+
+    @torch.no_grad()
+    def summaries(self, users: Sequence[int]) -> torch.Tensor:
+        totals = torch.stack([self.total.get(u, torch.zeros(self.dim, self.dim)) for u in users])
+        counts = torch.tensor([self.count.get(u, 0.0) for u in users])
+        return self.summarizer.summaries(totals, counts)

@@ -1,0 +1,174 @@
+"""GEMs as a LightningModule: next-SID training with the three-stage schedule, and evaluation by beam
+search constrained to valid semantic IDs (beam width = the number of items returned).
+
+Stages (GEMs Sec. 3.6 [S]): the first ``stage_epochs[0]`` epochs train densely without the indexer
+loss, the next ``stage_epochs[1]`` add the indexer loss, after that the mid-term stream reads only its
+top-K keys per query (as at serving time). Evaluation follows the current stage.
+
+Metrics: Recall@K and NDCG@K of the target item in the returned list (one target per sample, so
+Recall@K = HR@K), K in ``ks``; and the recall of each SID level (the target's first ``l`` tokens are the
+first ``l`` tokens of some returned beam), the paper's hierarchical recall.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+
+from recsys.data.lifelong import STREAMS, LifelongBatch
+from recsys.metrics.ranking import metrics_from_rank
+from recsys.models.beam_search import constrained_beam_search
+from recsys.models.gems import GEMs, GEMsConfig
+from recsys.models.semantic_ids import SemanticIds
+from recsys.optim import MuonRec
+
+
+class SumMetric:
+    """Sums of per-sample values and a count (reset per epoch)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def update(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.sum())
+        self.count += int(next(iter(values.values())).numel())
+
+    def compute(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+class GEMsModule(L.LightningModule):
+    """GEMs (see :mod:`recsys.models.gems`).
+
+    Args:
+        semantic_ids: folder of saved :class:`SemanticIds` (the data module builds and links them).
+        cardinalities: vocabulary sizes of the batch's sparse keys (linked from the data module).
+        streams: the streams used (ablations: drop ``"life"`` or ``"mid"``; ``["recent"]`` alone is the
+            TIGER-style recent-only baseline).
+        stage_epochs: epochs of stage 1 (dense) and stage 2 (plus indexer loss) before stage 3 (top-K).
+        beam_width: items returned per sample at evaluation (the largest K of ``ks``).
+    """
+
+    def __init__(
+        self,
+        semantic_ids: str,
+        cardinalities: dict[str, int],
+        dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        encoder_layers: int = 2,
+        streams: list[str] = list(STREAMS),  # noqa: B006 (read-only default)
+        recent: int = 64,
+        top_k: int = 64,
+        indexer_heads: int = 2,
+        indexer_dim: int = 16,
+        summary_tokens: int = 8,
+        dropout: float = 0.1,
+        stage_epochs: list[int] = [1, 1],  # noqa: B006
+        indexer_weight: float = 1.0,
+        recon_weight: float = 0.1,
+        beam_width: int = 100,
+        ks: list[int] = [10, 50, 100],  # noqa: B006
+        optimizer: Literal["muonrec", "adamw"] = "muonrec",
+        lr: float = 1e-3,
+        muon_lr: float = 0.02,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.semantic_ids = SemanticIds.load(semantic_ids)
+        self.register_buffer("sid_codes", self.semantic_ids.codes.clone(), persistent=False)
+        self.codebook_sizes = tuple(int(c) for c in self.semantic_ids.codebook_sizes)
+        self.trie = self.semantic_ids.trie()
+        num_items = int(next(v for k, v in cardinalities.items() if k in STREAMS))
+        self.model = GEMs(GEMsConfig(
+            num_items=num_items, codebook_sizes=self.codebook_sizes, dim=dim, heads=heads, layers=layers,
+            encoder_layers=encoder_layers, streams=tuple(streams), recent=recent, indexer_heads=indexer_heads,
+            indexer_dim=indexer_dim, top_k=top_k, summary_tokens=summary_tokens,
+            cardinalities={k: v for k, v in cardinalities.items() if k.split("_")[0] in streams}, dropout=dropout,
+        ))
+        self.val_metrics, self.test_metrics = SumMetric(), SumMetric()
+
+    @property
+    def stage(self) -> int:
+        first, second = self.hparams.stage_epochs
+        epoch = self.current_epoch if self._trainer is not None else first + second
+        return 1 if epoch < first else 2 if epoch < first + second else 3
+
+    def loss(self, batch: LifelongBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hp = self.hparams
+        out = self.model(batch.features, batch.ages, batch.actions, self.sid_codes[batch.targets], stage=self.stage)
+        total = out["ntp"]
+        if self.stage >= 2 and "mid" in hp.streams:
+            total = total + hp.indexer_weight * out["indexer"]
+        if "recon" in out:
+            total = total + hp.recon_weight * out["recon"]
+        return total, {k: v.detach() for k, v in out.items()}
+
+    def training_step(self, batch: LifelongBatch, batch_idx: int) -> torch.Tensor:
+        loss, parts = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, batch_size=batch.batch_size)
+        return loss
+
+    @torch.no_grad()
+    def recommend(self, batch: LifelongBatch, beam_width: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Constrained beam search: ``(items [B, W], sids [B, W, L], scores [B, W])`` best first (item -1:
+        no valid SID); a score is the sum of the SID tokens' log-probabilities."""
+        width = beam_width or self.hparams.beam_width
+        memories = self.model.encode(batch.features, batch.ages, batch.actions)
+        memory_kv = self.model.memory_kv(memories)
+        stage = self.stage
+
+        def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+            return self.model.step(prefix, state, memories, memory_kv, width, stage)
+
+        self.trie = self.trie.to(batch.targets.device)
+        sids, scores = constrained_beam_search(step, batch.batch_size, len(self.codebook_sizes), self.codebook_sizes,
+                                               width, self.trie, state={}, device=batch.targets.device)
+        return self.semantic_ids.item_of(sids), sids, scores
+
+    def _evaluate(self, batch: LifelongBatch, metrics: SumMetric) -> None:
+        items, sids, _ = self.recommend(batch)
+        hit = items == batch.targets[:, None]
+        rank = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(batch.targets, items.shape[1]))
+        values = metrics_from_rank(rank, [k for k in self.hparams.ks if k <= items.shape[1]])
+        values = {k: v for k, v in values.items() if not k.startswith("hr")}  # HR@K == Recall@K here
+        target = self.sid_codes[batch.targets]
+        for level in range(1, len(self.codebook_sizes) + 1):
+            same = (sids[:, :, :level] == target[:, None, :level]).all(-1).any(1)
+            values[f"recall_level{level}"] = same.float()
+        metrics.update(values)
+
+    def validation_step(self, batch: LifelongBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: LifelongBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def _log(self, stage: str, metrics: SumMetric) -> None:
+        values = metrics.compute()
+        main = f"recall@{self.hparams.ks[0]}"
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items() if k != main}, prog_bar=False)
+        if main in values:
+            self.log(f"{stage}/{main}", values[main], prog_bar=True)
+        metrics.__init__()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log("test", self.test_metrics)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "muonrec":
+            return MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
+                                      adamw_weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

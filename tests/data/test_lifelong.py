@@ -1,0 +1,43 @@
+"""Lifelong three-stream samples: streams partition the user's past before the target, newest last."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from recsys.data.lifelong import LifelongDataModule
+from recsys.data.retrieval import positive_sequences
+
+
+def test_streams_partition_the_past(prepared_lifelong):
+    dm = LifelongDataModule(prepared_lifelong, recent=8, mid=32, max_train_per_user=5)
+    samples = dm.samples("train")
+    assert len(samples) <= 5 * 30 and len(samples) > 0
+    batch = samples.__getitems__(list(range(len(samples))))
+    seq = positive_sequences(dm.dataset, "click")
+    for i in range(0, len(samples), 7):
+        target = samples.targets[i]
+        start = seq.offsets[samples.owner[i]]
+        past = seq.item[start:target]
+        parts = [batch.features[s] for s in ("life", "mid", "recent")]
+        got = np.concatenate([p.values()[p.offsets()[i]:p.offsets()[i + 1]].numpy() for p in parts])
+        assert got.tolist() == past.tolist()  # life + mid + recent = everything before, in order
+        assert int(parts[2].lengths()[i]) == min(8, past.size)
+        assert batch.targets[i] == seq.item[target]
+    assert (batch.ages["recent"] >= 0).all() and batch.actions["recent"].dtype == torch.int64
+    assert torch.equal(batch.features["recent_author"].lengths(), batch.features["recent"].lengths())
+    assert float(batch.features["life"].lengths().float().mean()) > 10  # long histories reach the lifecycle stream
+
+
+def test_semantic_ids_are_built_once_and_cover_the_catalogue(prepared_lifelong):
+    from recsys.models.semantic_ids import SemanticIds
+
+    dm = LifelongDataModule(prepared_lifelong, sid_levels=2, sid_codebook=16)
+    path = dm.semantic_ids_path
+    sids = SemanticIds.load(path)
+    assert sids.codes.shape[0] == dm.num_items and (sids.codes[1:] >= 0).all()
+    assert len(set(map(tuple, sids.codes[1:].tolist()))) == dm.num_items - 1  # distinct after collisions
+    stamp = os.stat(path).st_mtime_ns
+    assert dm.semantic_ids_path == path and os.stat(path).st_mtime_ns == stamp  # cached, not rebuilt
