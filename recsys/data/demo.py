@@ -18,14 +18,16 @@ def demo_dataset(
     items: int = 3000,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    **overrides: float,
 ) -> tuple[Path, Manifest]:
     """Synthesize ``dataset`` under ``out/raw-...`` (unless already there) and prepare it into
-    ``out/prepared-...``; returns the prepared folder and its manifest."""
+    ``out/prepared-...``; returns the prepared folder and its manifest. ``overrides`` go to the
+    generator's config (e.g. ``rows_per_user_day``) and into the folder names."""
     out = Path(out)
-    tag = f"{dataset}-u{users}-i{items}-s{seed}"
+    tag = f"{dataset}-u{users}-i{items}-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     raw = out / f"raw-{tag}"
     if not raw.is_dir():  # written atomically by synthesize: present means complete
-        report = synthesize(dataset, raw, users=users, items=items, seed=seed)
+        report = synthesize(dataset, raw, users=users, items=items, seed=seed, **overrides)
         log(f"synthesized {report.log_rows:,} log rows in {report.seconds:.1f} s -> {raw}")
     prepared = out / f"prepared-{tag}"
     manifest = prepare(make_source(dataset, raw), prepared, log=lambda m: None)
