@@ -117,14 +117,15 @@ class GEMsModule(L.LightningModule):
         return loss
 
     @torch.no_grad()
-    def recommend(self, batch: LifelongBatch, beam_width: int | None = None
+    def recommend(self, batch: LifelongBatch, beam_width: int | None = None, stage: int | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Constrained beam search: ``(items [B, W], sids [B, W, L], scores [B, W])`` best first (item -1:
-        no valid SID); a score is the sum of the SID tokens' log-probabilities."""
+        no valid SID); a score is the sum of the SID tokens' log-probabilities. ``stage`` overrides the
+        schedule's (1: dense mid-term attention, 3: top-K through the indexer)."""
         width = beam_width or self.hparams.beam_width
         memories = self.model.encode(batch.features, batch.ages, batch.actions)
         memory_kv = self.model.memory_kv(memories)
-        stage = self.stage
+        stage = stage or self.stage
 
         def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
             return self.model.step(prefix, state, memories, memory_kv, width, stage)

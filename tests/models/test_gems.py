@@ -55,6 +55,36 @@ def test_lifecycle_cache_is_incremental(data):
         assert torch.equal(cache.summaries([99]), torch.zeros(1, 3, 16))  # no lifecycle yet
 
 
+def test_encode_with_cached_lifecycle_equals_encoding_the_events(data):
+    dm, _ = data
+    m = module(data).eval()
+    batch = dm.samples("test").__getitems__(list(range(4)))
+    with torch.no_grad():
+        full = m.model.encode(batch.features, batch.ages, batch.actions)
+        life = full["life"]
+        cache = LifecycleCache(m.model.summarizer, 16)
+        for row in range(4):  # one cache entry per sample (samples of one user have different lifecycles)
+            lo, hi = int(life["offsets"][row]), int(life["offsets"][row + 1])
+            cache.add(row, life["events"][lo:hi])
+        served = m.model.encode(batch.features, batch.ages, batch.actions, lifecycle=cache.state(range(4)))
+    assert life["mask"].any()  # the fixture's users do have lifecycle events
+    assert torch.allclose(served["life"]["memory"], life["memory"], atol=1e-5)
+    assert torch.equal(served["life"]["mask"], life["mask"])
+
+
+def test_lifecycle_state_matches_reference(data):
+    summarizer = module(data).model.summarizer
+    events = torch.randn(12, 16, requires_grad=True)
+    offsets = torch.tensor([0, 5, 5, 12])  # the middle sample has no lifecycle events
+    fast, count = summarizer.state(events, offsets)
+    ref, ref_count = summarizer.state_reference(events, offsets)
+    assert torch.allclose(fast, ref, atol=1e-5) and torch.equal(count, ref_count)
+    assert torch.equal(fast[1], torch.zeros(16, 16))
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), events)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), events)
+    assert torch.allclose(g_fast, g_ref, atol=1e-4)
+
+
 def test_beam_search_scores_are_teacher_forced_log_probs(data):
     dm, _ = data
     m = module(data).eval()
