@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys.models.attention import EncoderBlock, FeedForward, SelfAttention
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
 
@@ -210,14 +211,11 @@ class DecoderBlock(nn.Module):
         d = config.dim
         self.streams = config.streams
         self.self_norm = nn.RMSNorm(d)
-        self.self_attn = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.self_attn = SelfAttention(d, config.heads, config.dropout)
         self.cross_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
         self.cross = nn.ModuleDict({s: CrossAttention(d, config.heads, config.dropout) for s in self.streams})
         self.ffn_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
-        self.ffn = nn.ModuleDict({
-            s: nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(4 * d, d))
-            for s in self.streams
-        })
+        self.ffn = nn.ModuleDict({s: FeedForward(d, config.dropout) for s in self.streams})
 
 
 class GEMs(nn.Module):
@@ -228,9 +226,8 @@ class GEMs(nn.Module):
         self.events = EventEmbedding(config)
         if "recent" in config.streams:
             self.recent_pos = nn.Parameter(torch.randn(config.recent, d) * 0.02)
-            layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, config.dropout, "gelu",
-                                               batch_first=True, norm_first=True)
-            self.recent_encoder = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
+            self.recent_encoder = nn.ModuleList(
+                EncoderBlock(d, config.heads, config.dropout) for _ in range(config.encoder_layers))
         if "mid" in config.streams:
             self.indexer = Indexer(d, config.indexer_heads, config.indexer_dim)
         if "life" in config.streams:
@@ -277,7 +274,8 @@ class GEMs(nn.Module):
                 pos = (lengths[:, None] - 1 - torch.arange(length, device=events.device)).clamp(min=0)
                 padded = padded + self.recent_pos[pos.clamp(max=self.config.recent - 1)]
                 mask = padding_mask(lengths, length)
-                padded = self.recent_encoder(padded, src_key_padding_mask=~mask)
+                for layer in self.recent_encoder:
+                    padded = layer(padded, key_mask=mask)
                 out[name] = {"memory": padded * mask[..., None], "mask": mask}
             else:
                 out[name] = {"memory": to_padded(events, offsets, length), "mask": padding_mask(lengths, length)}
@@ -300,20 +298,17 @@ class GEMs(nn.Module):
         (``[B, ...]``), read by all their queries at once, never copied per beam.
 
         Serving passes ``memory_kv`` (each stream's keys/values per layer, projected once per user) and
-        ``self_cache`` (per layer, the self-attention inputs of earlier positions; ``x`` is then only the
-        new position)."""
+        ``self_cache`` (per layer, the self-attention keys/values of earlier positions; ``x`` is then only
+        the new position)."""
         indexer_loss = x.new_zeros(())
         n, t, d = x.shape
         b = n // beams
         for i, block in enumerate(self.blocks):
             h = block.self_norm(x)
-            if self_cache is not None:
-                kv = h if i not in self_cache else torch.cat([self_cache[i], h], dim=1)
-                self_cache[i] = kv
-                attn, _ = block.self_attn(h, kv, kv, need_weights=False)
+            if self_cache is not None:  # keys/values of earlier positions are cached per layer
+                attn = block.self_attn(h, cache=self_cache.setdefault(i, {}))
             else:
-                causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-                attn, _ = block.self_attn(h, h, h, attn_mask=causal, need_weights=False)
+                attn = block.self_attn(h, causal=True)
             shared = x + attn
             update = torch.zeros_like(shared)
             for s in block.streams:
@@ -366,9 +361,37 @@ class GEMs(nn.Module):
     @staticmethod
     def _topk_attention(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         top: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cross-attention of each query over its own top-K keys (gathered): ``top [B, T, K]``.
+        """Cross-attention of each query over its own top-K keys: ``top [B, T, K]`` indexes ``k, v [B, H, M, dh]``.
 
-        Only the selected keys and values are gathered: the cost is ``T * K`` per head, not ``T * M``."""
+        A sample's queries (its beams) pick overlapping keys. Gathering K keys per query would move
+        ``T * K * d`` numbers, more than the ``M * d`` of the whole memory when T is a beam; instead the
+        *union* ``U`` of the sample's selected keys is gathered once and every query attends to it with its
+        own selection as the mask: cost ``T * |U| * d`` with ``|U| <= min(M, T * K)``, in dense matmuls.
+        Same result as :meth:`_topk_attention_reference` (per-query gathers)."""
+        b, t, d = x.shape
+        h, m = k.shape[1], k.shape[2]
+        picked = torch.zeros(b, m, dtype=torch.bool, device=x.device).scatter_(1, top.reshape(b, -1), True)
+        picked &= mask
+        size = max(int(picked.sum(1).max()), 1)
+        union = torch.sort(picked.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :size]  # [B, U]
+        in_union = torch.gather(picked, 1, union)  # padding columns of shorter unions: False
+        slot = torch.full((b, m), size, dtype=torch.long, device=x.device).scatter_(
+            1, union, torch.arange(size, device=x.device).expand(b, -1))
+        chosen = torch.zeros(b, t, size + 1, dtype=torch.bool, device=x.device)
+        chosen.scatter_(2, torch.gather(slot[:, None].expand(b, t, m), 2, top), True)
+        chosen = chosen[..., :size] & in_union[:, None]  # [B, T, U]: query t selected union key u
+        idx = union[:, None, :, None].expand(b, h, size, d // h)
+        k_u, v_u = torch.gather(k, 2, idx), torch.gather(v, 2, idx)  # [B, H, U, dh]
+        q = cross.q(x).view(b, t, h, d // h).transpose(1, 2)
+        scores = (q @ k_u.transpose(-1, -2)) / (d // h) ** 0.5  # [B, H, T, U]
+        scores = scores.masked_fill(~chosen[:, None], float("-inf"))
+        probs = torch.nan_to_num(torch.softmax(scores, dim=-1))  # a query with no valid key reads nothing
+        return cross.out((probs @ v_u).transpose(1, 2).reshape(b, t, d))
+
+    @staticmethod
+    def _topk_attention_reference(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                  top: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Plain reference of :meth:`_topk_attention`: gather each query's K keys and attend."""
         b, t, d = x.shape
         h = k.shape[1]
         q = cross.q(x).view(b, t, h, d // h).transpose(1, 2)  # [B, H, T, dh]
