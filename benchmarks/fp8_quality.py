@@ -63,8 +63,9 @@ def gems_outputs(module: GEMsModule, batches: list) -> tuple[torch.Tensor, torch
 
 
 def gems_section(args: argparse.Namespace, lines: list[str]) -> dict:
-    prepared, _ = demo_dataset(args.out / "gems", log=print, **GEMS_DATA)
-    ckpt = args.out / "gems" / "ckpt" / "best.ckpt"
+    # the same data and model as gems_results.py (its seed-0 checkpoint when that benchmark has run)
+    prepared, _ = demo_dataset(args.gems_work, log=print, **GEMS_DATA)
+    ckpt = args.gems_work / "ckpt" / "GEMs (recent + mid + lifecycle)" / "0" / "best.ckpt"
     if not ckpt.exists():
         run_gems(prepared, ["recent", "mid", "life"], 0, args.gems_epochs, ckpt.parent)
     module = GEMsModule.load_from_checkpoint(ckpt, weights_only=False).eval()  # our own file, just written
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--gems-epochs", type=int, default=4)
     parser.add_argument("--chain-epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "_work" / "fp8")
+    parser.add_argument("--gems-work", type=Path, default=Path(__file__).parent / "_work" / "gems",
+                        help="gems_results.py's folder: its data and seed-0 GEMs checkpoint are reused")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# FP8 E4M3 PTQ: quality and statistics", ""]

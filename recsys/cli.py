@@ -5,6 +5,8 @@ parser behind Lightning's CLI): ``recsys data prepare --help`` lists every optio
     recsys fit --config configs/a2gen_tmall.yaml        Lightning's CLI (also validate, test)
     recsys data synth --dataset kuairand-pure --out raw/kr --users 2000
     recsys data prepare --dataset kuairand-pure --raw raw/kr --out data/kr
+    recsys export --checkpoint runs/gems/checkpoints/best.ckpt --quantize fp8 --out artifacts/gems-fp8
+    recsys serve-bench artifacts/gems-fp32 artifacts/gems-fp8
 
 Bad input exits with status 1 and a message naming the file, line and column; bad arguments exit with 2.
 """
@@ -148,10 +150,64 @@ def bench_optim(
                 optimizers=optimizers, max_epochs=max_epochs, patience=patience, evals_per_epoch=evals_per_epoch))
 
 
+def export(
+    *,
+    checkpoint: Path,
+    out: Path,
+    quantize: Literal["none", "fp8"] = "none",
+    precision: Literal["fp32", "bf16"] = "fp32",
+    mid: int | None = None,
+    stage: int = 3,
+) -> None:
+    """Export a trained GEMs checkpoint as a serving artifact: torch.export programs (fold, encode, one
+    decoding step per SID level), weights in safetensors, semantic IDs, and a manifest with checksums.
+
+    Args:
+        checkpoint: a GEMs checkpoint written by ``recsys fit``.
+        out: the artifact folder (written atomically).
+        quantize: ``fp8``: attention and FFN linears in FP8 E4M3 (per-channel weight scales, per-token
+            activation scales); the rest stays fp32.
+        precision: without quantization, the precision of every weight.
+        mid: the mid-term window (default: the data module's, saved in the checkpoint).
+        stage: 3 reads the mid-term stream through the indexer's top-K, 1 densely.
+    """
+    from recsys.quant.export import export_checkpoint
+
+    manifest = export_checkpoint(checkpoint, out, quantize=quantize, precision=precision, mid=mid, stage=stage)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"wrote {out} ({len(manifest['files'])} files, {total / 1e6:.2f} MB, {manifest['precision']})")
+    q = manifest["quantization"]
+    if q:
+        print(f"FP8 linears: {len(q['linears'])}, {q['quantized_bytes_fp32']:,} -> {q['quantized_bytes_fp8']:,} bytes "
+              f"({q['quantized_bytes_fp8'] / max(q['quantized_bytes_fp32'], 1):.3f}x)")
+
+
+def serve_bench(
+    artifacts: list[Path],
+    *,
+    beams: list[int] = [128, 512],  # noqa: B006
+    batches: list[int] = [1, 8, 64],  # noqa: B006
+    repeats: int = 5,
+) -> None:
+    """Latency and throughput of serving artifacts side by side (e.g. fp32, bf16, fp8 exports of one model).
+
+    Args:
+        artifacts: artifact folders written by ``recsys export``.
+        beams: beam widths (= items returned).
+        batches: users per request batch.
+        repeats: timed runs per setting (median reported).
+    """
+    from recsys.quant.serve_bench import serve_bench as run
+
+    print(run(artifacts, beams, batches, repeats))
+
+
 COMMANDS = {
     "data": {"prepare": data_prepare, "synth": data_synth},
     "quickstart": quickstart,
     "bench-optim": bench_optim,
+    "export": export,
+    "serve-bench": serve_bench,
 }
 
 
@@ -171,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         CLI(COMMANDS, args=args, as_positional=False)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError) as e:  # ArtifactError is a ValueError
         print(f"recsys: error: {e}", file=sys.stderr)
         return 1
     return 0

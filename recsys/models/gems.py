@@ -237,6 +237,9 @@ class GEMs(nn.Module):
         self.level_pos = nn.Parameter(torch.randn(len(config.codebook_sizes), d) * 0.02)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
         self.final_norm = nn.RMSNorm(d)
+        # top-K attention over the union of a sample's selections (fast, data-dependent shapes) or per-query
+        # gathers (static shapes: what torch.export needs); the same numbers
+        self.topk_union = True
         for table in self.codes:
             nn.init.normal_(table.weight, std=d**-0.5)
 
@@ -322,7 +325,8 @@ class GEMs(nn.Module):
                     scores = scores.masked_fill(~mask, float("-inf"))
                     if stage >= 3 and mem["memory"].shape[1] > self.config.top_k:
                         top = scores.topk(self.config.top_k, dim=-1).indices  # [B, beams * T, K]
-                        out = self._topk_attention(block.cross[s], q, k, v, top, mem["mask"])
+                        attend = self._topk_attention if self.topk_union else self._topk_attention_reference
+                        out = attend(block.cross[s], q, k, v, top, mem["mask"])
                     else:
                         out, full = block.cross[s](q, k, v, mask, return_probs=self.training)
                         if self.training:  # KL(p_full || softmax(I)), towards the detached full attention

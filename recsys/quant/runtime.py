@@ -1,0 +1,145 @@
+"""The serving runtime: load a verified artifact (:mod:`recsys.quant.artifact`) and answer requests, with
+torch, safetensors and the beam search only (no Lightning, no torchrec, nothing unpickled).
+
+>>> runtime = GEMsRuntime.load("artifacts/gems-fp8")                        # doctest: +SKIP
+>>> history = {"items": torch.tensor([5, 9, 2, 7]),                          # oldest first
+...            "actions": torch.tensor([1, 1, 3, 1]), "ages": torch.tensor([900., 40., 3., .5])}
+>>> items, scores = runtime.recommend([history], k=100)                      # doctest: +SKIP
+
+A history longer than the recent + mid-term windows has its older events folded into the lifecycle
+state on the fly; for long-lived users, fold them once offline (``state = runtime.fold(old_events)``, sums
+of states add up) and pass ``lifecycle=[state]`` with only the newest events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from recsys.models.beam_search import constrained_beam_search
+from recsys.models.semantic_ids import SemanticIds
+from recsys.quant.artifact import ArtifactError, load_program, read_verified_manifest
+
+History = dict[str, torch.Tensor]  # items (int64, ids >= 1), actions (int64 bitmasks), ages (hours); authors optional
+
+
+class GEMsRuntime:
+    def __init__(self, folder: Path, manifest: dict, programs: dict, semantic_ids: SemanticIds,
+                 item_author: torch.Tensor | None) -> None:
+        self.folder, self.manifest, self.programs = folder, manifest, programs
+        self.config = manifest["config"]
+        self.semantic_ids, self.trie = semantic_ids, semantic_ids.trie()
+        self.item_author = item_author
+        self.dtype = torch.bfloat16 if manifest["precision"] == "bf16" else torch.float32
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GEMsRuntime:
+        folder = Path(folder)
+        manifest = read_verified_manifest(folder)
+        if manifest.get("model") != "gems":
+            raise ArtifactError(f"{folder}: a {manifest.get('model')!r} artifact, expected a GEMs one")
+        weights = load_file(str(folder / "weights.safetensors"))
+        programs = {name: load_program(folder / p["file"], weights) for name, p in manifest["programs"].items()}
+        author_file = folder / "item_author.safetensors"
+        item_author = load_file(str(author_file))["author"] if author_file.exists() else None
+        return cls(folder, manifest, programs, SemanticIds.load(folder / "semantic_ids"), item_author)
+
+    @property
+    def recent(self) -> int:
+        return int(self.config["recent"])
+
+    @property
+    def mid(self) -> int:
+        return int(self.config["mid"]) if "mid" in self.config["streams"] else 0
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def _authors(self, history: History) -> torch.Tensor:
+        if "authors" in history:
+            return history["authors"].long()
+        if self.item_author is not None:
+            return self.item_author[history["items"].long()]
+        return torch.zeros_like(history["items"], dtype=torch.long)
+
+    @staticmethod
+    def _check(history: History, index: int) -> None:
+        for key in ("items", "actions", "ages"):
+            if key not in history:
+                raise ValueError(f"history {index}: missing {key!r} (expected items, actions, ages[, authors])")
+        n = history["items"].shape[0]
+        if any(history[k].shape != (n,) for k in history):
+            raise ValueError(f"history {index}: items, actions, ages (and authors) must be 1-D of equal length")
+
+    def _windows(self, parts: list[History], width: int) -> list[torch.Tensor]:
+        b = len(parts)
+        out = {"items": torch.zeros(b, width, dtype=torch.long), "authors": torch.zeros(b, width, dtype=torch.long),
+               "actions": torch.zeros(b, width, dtype=torch.long), "ages": torch.zeros(b, width)}
+        lengths = torch.zeros(b, dtype=torch.long)
+        for i, p in enumerate(parts):
+            n = p["items"].shape[0]
+            lengths[i] = n
+            for key in out:
+                out[key][i, :n] = p[key]
+        return [out["items"], out["authors"], out["actions"], out["ages"], lengths]
+
+    def fold(self, history: History) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lifecycle state ``(total [d, d], count [])`` of a user's events (states of disjoint events add)."""
+        if "life" not in self.config["streams"]:
+            raise ValueError("this model has no lifecycle stream")
+        self._check(history, 0)
+        part = {**{k: history[k] for k in ("items", "actions", "ages")}, "authors": self._authors(history)}
+        if part["items"].shape[0] == 0:
+            d = self.config["dim"]
+            return torch.zeros(d, d, dtype=self.dtype), torch.zeros((), dtype=self.dtype)
+        total, count = self.programs["fold"](*self._windows([part], part["items"].shape[0]))
+        return total[0], count[0]
+
+    # -- requests -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, histories: list[History], lifecycle: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+               ) -> tuple[torch.Tensor, ...]:
+        """Split each history into its windows, fold what is older, and run the ``encode`` program."""
+        streams = self.config["streams"]
+        recents, mids, states = [], [], []
+        for i, h in enumerate(histories):
+            self._check(h, i)
+            full = {**{k: h[k] for k in ("items", "actions", "ages")}, "authors": self._authors(h)}
+            n = full["items"].shape[0]
+            r0 = max(n - self.recent, 0)
+            m0 = max(r0 - self.mid, 0)
+            recents.append({k: v[r0:] for k, v in full.items()})
+            mids.append({k: v[m0:r0] for k, v in full.items()})
+            if "life" in streams:
+                total, count = self.fold({k: v[:m0] for k, v in full.items()})
+                if lifecycle is not None:
+                    total, count = total + lifecycle[i][0].to(self.dtype), count + lifecycle[i][1].to(self.dtype)
+                states.append((total, count))
+        inputs = []
+        if "recent" in streams:
+            inputs += self._windows(recents, self.recent)
+        if "mid" in streams:
+            inputs += self._windows(mids, self.mid)
+        if "life" in streams:
+            inputs += [torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states])]
+        return self.programs["encode"](*inputs)
+
+    @torch.no_grad()
+    def recommend(self, histories: list[History], k: int = 100,
+                  lifecycle: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items per history by constrained beam search (beam width ``k``): ``(items [B, k],
+        scores [B, k])``, best first; a score is the sum of the item's SID token log-probabilities; item -1
+        where fewer than ``k`` valid SIDs exist."""
+        memory = self.encode(histories, lifecycle)
+        b = len(histories)
+
+        def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+            level = prefix.shape[1]
+            tokens = (prefix[:, -1] if level else torch.zeros(b * k, dtype=torch.long)).view(b, k)
+            cache = tuple(c.unflatten(0, (b, k)) for c in state["cache"])
+            log_probs, new = self.programs[f"step_{level}"](tokens, cache, memory)
+            return log_probs.reshape(b * k, -1), {"cache": tuple(c.flatten(0, 1) for c in new)}
+
+        sizes = self.semantic_ids.codebook_sizes
+        sids, scores = constrained_beam_search(step, b, len(sizes), sizes, k, self.trie, state={"cache": ()})
+        return self.semantic_ids.item_of(sids), scores

@@ -1,0 +1,137 @@
+"""Export a trained GEMs to an artifact, load it with the serving runtime (no Lightning), and check it
+answers what the training model answers; tampered or mismatched artifacts are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from recsys.quant.artifact import ArtifactError
+from recsys.quant.export import export_gems
+from recsys.quant.runtime import GEMsRuntime
+
+
+def _histories(batch, module):
+    """The batch's streams as the runtime's per-user histories (oldest first) plus lifecycle states."""
+    feats = batch.features
+    out = []
+    for b in range(batch.batch_size):
+        h = {"items": [], "authors": [], "actions": [], "ages": []}
+        for stream in ("life", "mid", "recent"):
+            jt = feats[stream]
+            lo, hi = int(jt.offsets()[b]), int(jt.offsets()[b + 1])
+            h["items"].append(jt.values()[lo:hi])
+            h["authors"].append(feats[f"{stream}_author"].values()[lo:hi] if f"{stream}_author" in feats.keys()
+                                else torch.zeros(hi - lo, dtype=torch.long))
+            h["actions"].append(batch.actions[stream][lo:hi])
+            h["ages"].append(batch.ages[stream][lo:hi])
+        out.append({k: torch.cat(v) for k, v in h.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifacts(gems_module_and_batch, tmp_path_factory):
+    module, batch = gems_module_and_batch
+    root = tmp_path_factory.mktemp("artifacts")
+    from recsys.data.prepared import PreparedDataset
+
+    items = PreparedDataset(__import__("pathlib").Path(module.hparams.semantic_ids).parent.parent).items()
+    author = torch.from_numpy(items["author"].to_numpy()).long() if "author" in items.columns else None
+    return {p: (export_gems(module, root / p, precision=p, recent=8, mid=32, item_author=author), root / p)
+            for p in ("fp32", "fp8")}
+
+
+def test_runtime_recommends_what_the_model_recommends(gems_module_and_batch, artifacts):
+    module, batch = gems_module_and_batch
+    manifest, folder = artifacts["fp32"]
+    runtime = GEMsRuntime.load(folder)
+    items, _, scores = module.recommend(batch, beam_width=20, stage=3)
+    got_items, got_scores = runtime.recommend(_histories(batch, module), k=20)
+    assert torch.equal(got_items[:, :5], items[:, :5])
+    torch.testing.assert_close(got_scores, scores, atol=1e-4, rtol=1e-4)
+
+
+def test_fp8_artifact_is_small_and_close(gems_module_and_batch, artifacts):
+    module, batch = gems_module_and_batch
+    manifest, folder = artifacts["fp8"]
+    q = manifest["quantization"]
+    assert q["quantized_bytes_fp8"] <= 0.35 * q["quantized_bytes_fp32"]
+    assert any(".self_attn.q" in n for n in q["linears"]) and not any("indexer" in n for n in q["linears"])
+    from safetensors import safe_open
+
+    with safe_open(folder / "weights.safetensors", "pt") as f:
+        assert f.get_tensor("gems.blocks.0.self_attn.q.weight").dtype == torch.float8_e4m3fn
+    items, _, _ = module.recommend(batch, beam_width=20, stage=3)
+    got, _ = GEMsRuntime.load(folder).recommend(_histories(batch, module), k=20)
+    overlap = torch.tensor([len(set(a[:10].tolist()) & set(b[:10].tolist())) / 10 for a, b in zip(items, got)])
+    assert overlap.mean() >= 0.8
+
+
+def test_lifecycle_fold_then_cached_state_gives_the_same_answer(gems_module_and_batch, artifacts):
+    module, batch = gems_module_and_batch
+    runtime = GEMsRuntime.load(artifacts["fp32"][1])
+    histories = _histories(batch, module)[:3]
+    full, full_scores = runtime.recommend(histories, k=10)
+    windows = runtime.recent + runtime.mid
+    states = [runtime.fold({k: v[:-windows] for k, v in h.items()}) for h in histories]
+    recent_only = [{k: v[-windows:] for k, v in h.items()} for h in histories]
+    cached, cached_scores = runtime.recommend(recent_only, k=10, lifecycle=states)
+    assert torch.equal(cached, full)
+    torch.testing.assert_close(cached_scores, full_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_tampered_or_mismatched_artifacts_are_refused(artifacts, tmp_path):
+    import shutil
+
+    _, folder = artifacts["fp32"]
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    weights = bad / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="weights.safetensors does not match its sha256"):
+        GEMsRuntime.load(bad)
+
+    shutil.rmtree(bad)
+    shutil.copytree(folder, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["versions"]["torch"] = "1.13.0"
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="torch 1.13.0"):
+        GEMsRuntime.load(bad)
+
+    # a program archive that asks to unpickle a weight is refused even with a matching checksum
+    shutil.rmtree(bad)
+    shutil.copytree(folder, bad)
+    src = bad / "encode.pt2"
+    with zipfile.ZipFile(src) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    cfg_name = next(n for n in entries if n.endswith("model_weights_config.json"))
+    cfg = json.loads(entries[cfg_name])
+    first = next(iter(cfg["config"]))
+    cfg["config"][first]["use_pickle"] = True
+    entries[cfg_name] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(src, "w") as z:
+        for n, b in entries.items():
+            z.writestr(n, b)
+    from recsys.quant.artifact import sha256
+
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["encode.pt2"] = {"sha256": sha256(src), "bytes": src.stat().st_size}
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="would be unpickled"):
+        GEMsRuntime.load(bad)
+
+
+def test_runtime_does_not_import_the_training_stack(artifacts):
+    _, folder = artifacts["fp8"]
+    code = (f"import sys; from recsys.quant.runtime import GEMsRuntime; GEMsRuntime.load({str(folder)!r}); "
+            "bad = [m for m in ('lightning', 'pytorch_lightning', 'torchrec') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
