@@ -6,7 +6,7 @@ parser behind Lightning's CLI): ``recsys data prepare --help`` lists every optio
     recsys data synth --dataset kuairand-pure --out raw/kr --users 2000
     recsys data prepare --dataset kuairand-pure --raw raw/kr --out data/kr
     recsys export --checkpoint runs/gems/checkpoints/best.ckpt --quantize fp8 --out artifacts/gems-fp8
-    recsys serve-bench artifacts/gems-fp32 artifacts/gems-fp8
+    recsys serve-bench --artifacts '[artifacts/gems-fp32, artifacts/gems-fp8]'
 
 Bad input exits with status 1 and a message naming the file, line and column; bad arguments exit with 2.
 """

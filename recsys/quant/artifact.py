@@ -97,8 +97,9 @@ def load_program(path: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Modul
     return program.module()
 
 
-def write_manifest_and_commit(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Checksum every file of ``tmp``, write the manifest, and move ``tmp`` to ``out`` (replacing it)."""
+def write_manifest_and_commit(tmp: Path, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Checksum every file of ``tmp``, write the manifest, and move ``tmp`` to ``out`` (replacing it);
+    returns the manifest as written."""
     files = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         rel = path.relative_to(tmp).as_posix()
@@ -112,6 +113,7 @@ def write_manifest_and_commit(tmp: Path, out: Path, manifest: dict[str, Any]) ->
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)
+    return manifest
 
 
 def read_verified_manifest(folder: Path) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
                 "quantized_bytes_fp32": quantized_before, "quantized_bytes_fp8": quantized_after},
             "versions": {"recsys": recsys.__version__, "torch": torch.__version__},
         }
-        write_manifest_and_commit(tmp, out, manifest)
+        manifest = write_manifest_and_commit(tmp, out, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -135,3 +135,26 @@ def test_runtime_does_not_import_the_training_stack(artifacts):
             "bad = [m for m in ('lightning', 'pytorch_lightning', 'torchrec') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_fit_export_serve_bench(prepared_lifelong, tmp_path, monkeypatch, capsys):
+    """`recsys fit` a GEMs config briefly, `recsys export --quantize fp8` its checkpoint, `recsys serve-bench` it."""
+    from pathlib import Path
+
+    from recsys.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).parent.parent.parent / "configs" / "gems_kuairand1k.yaml"
+    assert main(["fit", "--config", str(config), "--data.init_args.data", str(prepared_lifelong),
+                 "--data.init_args.recent", "8", "--data.init_args.mid", "32", "--data.init_args.sid_codebook", "16",
+                 "--model.init_args.dim", "32", "--model.init_args.top_k", "8", "--model.init_args.recent", "8",
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                 "--trainer.enable_progress_bar", "false"]) == 0
+    ckpt = tmp_path / "runs" / "gems_kuairand1k" / "checkpoints" / "last.ckpt"
+    assert main(["export", "--checkpoint", str(ckpt), "--quantize", "fp8", "--out", "art"]) == 0
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["config"]["recent"] == 8 and manifest["config"]["mid"] == 32  # the data module's windows
+    assert main(["serve-bench", "--artifacts", "[art]", "--beams", "[8]", "--batches", "[2]", "--repeats", "1"]) == 0
+    assert "| art (fp8) |" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", "missing.ckpt", "--out", "x"]) == 1
+    assert "missing.ckpt" in capsys.readouterr().err and not (tmp_path / "x").exists()
