@@ -1,10 +1,11 @@
-"""``recsys export``: a trained checkpoint -> a self-describing serving artifact (:mod:`recsys.quant.artifact`),
+"""``recsys export``: a trained GEMs or A2Gen checkpoint -> a self-describing serving artifact (:mod:`recsys.quant.artifact`),
 optionally FP8-quantized (:func:`recsys.quant.quantize_fp8`).
 
 GEMs exports four kinds of programs (:mod:`recsys.quant.gems_serving`): ``fold`` (lifecycle state of
 aged-out events), ``encode`` (a request's streams -> the keys/values its beams share) and ``step_<l>`` (one
 decoding step per SID level), plus the semantic IDs (codes, codebook sizes: the runtime rebuilds the trie)
-and the item -> author map. Precision: ``fp32``, ``bf16`` (every floating tensor), or ``fp8`` (the
+and the item -> author map. A2Gen exports one ``score`` program (one user's candidates,
+:mod:`recsys.quant.a2gen_serving`). Precision: ``fp32``, ``bf16`` (every floating tensor), or ``fp8`` (the
 selected linears in E4M3 per :class:`Fp8Config`, the rest fp32).
 """
 
@@ -113,8 +114,6 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
         module.semantic_ids.save(tmp / "semantic_ids")
         if item_author is not None:
             save_file({"author": item_author.to(torch.long).contiguous()}, str(tmp / "item_author.safetensors"))
-        quantized_before = sum(r.bytes_before for r in report.rows if r.quantized) if report else 0
-        quantized_after = sum(r.bytes_after for r in report.rows if r.quantized) if report else 0
         manifest = {
             "model": "gems",
             "precision": precision,
@@ -123,10 +122,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
                        "mid": mid, "top_k": cfg.top_k, "stage": stage, "summary_tokens": cfg.summary_tokens,
                        "has_author": item_author is not None},
             "programs": programs,
-            "quantization": None if report is None else {
-                "format": "float8_e4m3fn", "weight_scales": "per output channel",
-                "activation_scales": report.config.activation, "linears": report.quantized,
-                "quantized_bytes_fp32": quantized_before, "quantized_bytes_fp8": quantized_after},
+            "quantization": _quantization(report),
             "versions": {"recsys": recsys.__version__, "torch": torch.__version__},
         }
         manifest = write_manifest_and_commit(tmp, out, manifest)
@@ -136,19 +132,98 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
     return manifest
 
 
+def a2gen_example(model, candidates: int = 3, history: int = 4, tags: int = 2) -> dict:
+    """Example inputs of :class:`A2GenScore` (ids 1, lengths full): for ``torch.export`` and tests."""
+    from recsys.quant.a2gen_serving import A2GenScore
+
+    score = A2GenScore(model)
+    slots = model.n
+    return {"ids": {k: torch.ones(candidates, dtype=torch.long) for k in score.single_keys},
+            "tags": torch.ones(candidates, tags, dtype=torch.long), "tag_lengths": torch.full((candidates,), tags),
+            "history": {k: torch.ones(history, dtype=torch.long) for k in score.history_keys},
+            "history_flags": torch.ones(history, slots), "history_times": torch.zeros(history, slots),
+            "history_length": torch.tensor([history])}
+
+
+def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Config | None = None) -> dict:
+    """Write an A2Gen serving artifact (one ``score`` program, :mod:`recsys.quant.a2gen_serving`)."""
+    from recsys.quant.a2gen_serving import A2GenScore
+
+    model = copy.deepcopy(module.model).eval()
+    report = None
+    if precision == "fp8":
+        report = quantize_fp8(model, fp8 or Fp8Config(backend="reference"))
+    elif precision == "bf16":
+        model = model.to(torch.bfloat16)
+    score = A2GenScore(model)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        cand, hist, tags = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("candidates", "history", "tags"))
+        auto = torch.export.Dim.AUTO
+        example = a2gen_example(model)
+        shapes = {"ids": {k: {0: cand} for k in example["ids"]},
+                  "tags": {0: cand, 1: tags} if model.has_tags else {0: auto, 1: auto},  # unused without tags
+                  "tag_lengths": {0: cand} if model.has_tags else {0: auto},
+                  "history": {k: {0: hist} for k in example["history"]},
+                  "history_flags": {0: hist}, "history_times": {0: hist}, "history_length": None}
+        with torch.no_grad():
+            ep = torch.export.export(score, (), kwargs=example, dynamic_shapes=shapes)
+        weights = save_program(ep, tmp / "score.pt2")
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+        spec = module.spec
+        manifest = {
+            "model": "a2gen",
+            "precision": precision,
+            "config": {"dim": model.dim, "variant": model.variant, "actions": list(spec.actions),
+                       "terminal": spec.terminal, "slots": model.n, "time_unit": spec.time_unit,
+                       "user_keys": model.user_keys, "item_keys": model.item_keys, "context_keys": model.context_keys,
+                       "history_keys": score.history_keys, "has_tags": model.has_tags,
+                       "cardinalities": {k: int(v) for k, v in module.hparams.cardinalities.items()}},
+            "programs": {"score": {"file": "score.pt2", "inputs": list(example), "outputs": ["probs", "times"]}},
+            "quantization": _quantization(report),
+            "versions": {"recsys": recsys.__version__, "torch": torch.__version__},
+        }
+        manifest = write_manifest_and_commit(tmp, out, manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _quantization(report) -> dict | None:
+    if report is None:
+        return None
+    quantized = [r for r in report.rows if r.quantized]
+    return {"format": "float8_e4m3fn", "weight_scales": "per output channel",
+            "activation_scales": report.config.activation, "linears": report.quantized,
+            "quantized_bytes_fp32": sum(r.bytes_before for r in quantized),
+            "quantized_bytes_fp8": sum(r.bytes_after for r in quantized)}
+
+
 def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", "fp8"] = "none",
                       precision: Literal["fp32", "bf16"] = "fp32", mid: int | None = None, stage: int = 3) -> dict:
-    """Load a GEMs checkpoint (``weights_only``: our checkpoints hold only tensors and plain hyperparameters)
-    and export it. ``mid`` defaults to the data module's window saved in the checkpoint (1,024 if absent)."""
-    from recsys.data.prepared import PreparedDataset
-    from recsys.models.gems_module import GEMsModule
-
+    """Load a GEMs or A2Gen checkpoint (``weights_only``: our checkpoints hold only tensors and plain
+    hyperparameters) and export it. GEMs: ``mid`` defaults to the data module's window saved in the
+    checkpoint (1,024 if absent)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if "semantic_ids" not in raw.get("hyper_parameters", {}):
-        raise ValueError(f"{checkpoint}: not a GEMs checkpoint (export supports GEMs; A2Gen is on the tracker)")
+    hp = raw.get("hyper_parameters", {})
+    precision = "fp8" if quantize == "fp8" else precision
+    if "spec" in hp and "variant" in hp:
+        from recsys.models.a2gen import A2GenModule
+
+        module = A2GenModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
+        return export_a2gen(module, out, precision=precision)
+    if "semantic_ids" not in hp:
+        raise ValueError(f"{checkpoint}: neither a GEMs nor an A2Gen checkpoint (the models export supports)")
+    from recsys.data.prepared import PreparedDataset
+    from recsys.models.gems_module import GEMsModule
+
     module = GEMsModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
     dm_hparams = raw.get("datamodule_hyper_parameters", {})
     mid = mid or int(dm_hparams.get("mid", 1024))
@@ -157,5 +232,4 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
     if "recent_author" in module.hparams.cardinalities:
         items = PreparedDataset(Path(module.hparams.semantic_ids).parent.parent).items()
         item_author = torch.from_numpy(items["author"].to_numpy()).long()
-    return export_gems(module, out, precision="fp8" if quantize == "fp8" else precision, recent=recent, mid=mid,
-                       stage=stage, item_author=item_author)
+    return export_gems(module, out, precision=precision, recent=recent, mid=mid, stage=stage, item_author=item_author)

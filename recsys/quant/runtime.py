@@ -25,6 +25,15 @@ from recsys.quant.artifact import ArtifactError, load_program, read_verified_man
 History = dict[str, torch.Tensor]  # items (int64, ids >= 1), actions (int64 bitmasks), ages (hours); authors optional
 
 
+def load_runtime(folder: str | Path) -> GEMsRuntime | A2GenRuntime:
+    """The runtime of whatever model the artifact holds."""
+    manifest = read_verified_manifest(Path(folder))
+    runtimes = {"gems": GEMsRuntime, "a2gen": A2GenRuntime}
+    if manifest.get("model") not in runtimes:
+        raise ArtifactError(f"{folder}: unknown model {manifest.get('model')!r}")
+    return runtimes[manifest["model"]].load(folder)
+
+
 class GEMsRuntime:
     def __init__(self, folder: Path, manifest: dict, programs: dict, semantic_ids: SemanticIds,
                  item_author: torch.Tensor | None) -> None:
@@ -143,3 +152,55 @@ class GEMsRuntime:
         sizes = self.semantic_ids.codebook_sizes
         sids, scores = constrained_beam_search(step, b, len(sizes), sizes, k, self.trie, state={"cache": ()})
         return self.semantic_ids.item_of(sids), scores
+
+
+class A2GenRuntime:
+    """Scores one user's candidates with an exported A2Gen: per action the probability that it occurs and
+    its predicted time. Ids are the prepared dataset's (its ``vocab/`` maps raw ids to them)."""
+
+    def __init__(self, folder: Path, manifest: dict, program) -> None:
+        self.folder, self.manifest, self.program = folder, manifest, program
+        self.config = manifest["config"]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> A2GenRuntime:
+        folder = Path(folder)
+        manifest = read_verified_manifest(folder)
+        if manifest.get("model") != "a2gen":
+            raise ArtifactError(f"{folder}: a {manifest.get('model')!r} artifact, expected an A2Gen one")
+        weights = load_file(str(folder / "weights.safetensors"))
+        return cls(folder, manifest, load_program(folder / manifest["programs"]["score"]["file"], weights))
+
+    @torch.no_grad()
+    def score(self, user: dict[str, int], candidates: dict[str, torch.Tensor], history: dict[str, torch.Tensor] | None = None,
+              context: dict[str, int] | None = None, tags: list[torch.Tensor] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(probs [C, K], times [C, K + 1])`` for ``C`` candidates.
+
+        ``user`` / ``context``: one id per user / context key (``config["user_keys"]``, ``["context_keys"]``);
+        ``candidates``: ``[C]`` ids per item key (``config["item_keys"]``); ``tags``: per candidate its tag
+        ids (models with tags); ``history``: ``[L]`` ids per history key (``config["history_keys"]``) plus
+        ``flags`` and ``times`` ``[L, slots]``, oldest first (``None``: no history)."""
+        cfg = self.config
+        missing = [k for k in cfg["user_keys"] if k not in user] + [k for k in cfg["item_keys"] if k not in candidates]
+        missing += [k for k in cfg["context_keys"] if k not in (context or {})]
+        if missing:
+            raise ValueError(f"missing feature ids: {missing}")
+        c = int(candidates[cfg["item_keys"][0]].shape[0])
+        ids = {k: torch.full((c,), int(user[k]), dtype=torch.long) for k in cfg["user_keys"]}
+        ids |= {k: candidates[k].long() for k in cfg["item_keys"]}
+        ids |= {k: torch.full((c,), int(context[k]), dtype=torch.long) for k in cfg["context_keys"]}
+        width = max([1, *(len(t) for t in tags or [])])
+        tag_ids, tag_lengths = torch.zeros(c, width, dtype=torch.long), torch.zeros(c, dtype=torch.long)
+        for i, t in enumerate(tags or []):
+            tag_ids[i, : len(t)], tag_lengths[i] = torch.as_tensor(t), len(t)
+        slots = int(cfg["slots"])
+        if history is None or int(history[cfg["history_keys"][0]].shape[0]) == 0:
+            hist = {k: torch.zeros(1, dtype=torch.long) for k in cfg["history_keys"]}
+            flags, times, length = torch.zeros(1, slots), torch.zeros(1, slots), 0
+        else:
+            hist = {k: history[k].long() for k in cfg["history_keys"]}
+            flags, times = history["flags"].float(), history["times"].float()
+            length = int(flags.shape[0])
+        return self.program(ids=ids, tags=tag_ids, tag_lengths=tag_lengths, history=hist, history_flags=flags,
+                            history_times=times, history_length=torch.tensor([length]))
