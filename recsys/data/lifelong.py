@@ -184,7 +184,7 @@ class LifelongDataModule(BatchedDataModule):
         from recsys.models.semantic_ids import SemanticIds
 
         hp = self.hparams
-        folder = self.dataset.path / "derived" / f"sid-L{hp.sid_levels}-C{hp.sid_codebook}-{hp.sid_collision}-s{hp.seed}"
+        folder = self.dataset.path / "derived" / f"sid2-L{hp.sid_levels}-C{hp.sid_codebook}-{hp.sid_collision}-s{hp.seed}"
         if not (folder / "semantic_ids.json").exists():
             vectors = training_item_vectors(self.dataset, hp.positive, dim=64, seed=hp.seed)
             sids = SemanticIds.build(vectors, levels=hp.sid_levels, codebook_size=hp.sid_codebook,
