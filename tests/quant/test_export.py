@@ -158,3 +158,15 @@ def test_cli_fit_export_serve_bench(prepared_lifelong, tmp_path, monkeypatch, ca
     assert "| art (fp8) |" in capsys.readouterr().out
     assert main(["export", "--checkpoint", "missing.ckpt", "--out", "x"]) == 1
     assert "missing.ckpt" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_empty_and_malformed_histories(artifacts):
+    runtime = GEMsRuntime.load(artifacts["fp32"][1])
+    empty = {"items": torch.zeros(0, dtype=torch.long), "actions": torch.zeros(0, dtype=torch.long),
+             "ages": torch.zeros(0)}
+    items, scores = runtime.recommend([empty], k=5)
+    assert items.shape == (1, 5) and torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="history 0: missing 'actions'"):
+        runtime.recommend([{"items": torch.tensor([1]), "ages": torch.tensor([1.0])}])
+    with pytest.raises(ValueError, match="equal length"):
+        runtime.recommend([{"items": torch.tensor([1, 2]), "actions": torch.tensor([1]), "ages": torch.tensor([1.0])}])
