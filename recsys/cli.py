@@ -158,8 +158,9 @@ def export(
     precision: Literal["fp32", "bf16"] = "fp32",
     mid: int | None = None,
     stage: int = 3,
+    device: str = "cpu",
 ) -> None:
-    """Export a trained GEMs checkpoint as a serving artifact: torch.export programs (fold, encode, one
+    """Export a trained GEMs or A2Gen checkpoint as a serving artifact: torch.export programs (fold, encode, one
     decoding step per SID level), weights in safetensors, semantic IDs, and a manifest with checksums.
 
     Args:
@@ -170,10 +171,13 @@ def export(
         precision: without quantization, the precision of every weight.
         mid: the mid-term window (default: the data module's, saved in the checkpoint).
         stage: 3 reads the mid-term stream through the indexer's top-K, 1 densely.
+        device: where the programs are traced and will run (``cuda``: FP8 linears use ``torch._scaled_mm``
+            on GPUs with FP8 tensor cores).
     """
     from recsys.quant.export import export_checkpoint
 
-    manifest = export_checkpoint(checkpoint, out, quantize=quantize, precision=precision, mid=mid, stage=stage)
+    manifest = export_checkpoint(checkpoint, out, quantize=quantize, precision=precision, mid=mid, stage=stage,
+                                 device=device)
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"wrote {out} ({len(manifest['files'])} files, {total / 1e6:.2f} MB, {manifest['precision']})")
     q = manifest["quantization"]

@@ -49,20 +49,21 @@ def _example_windows(gems, recent: int, mid: int, batch: int, dtype: torch.dtype
 
 
 def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int | None = None, mid: int = 1024,
-                stage: int = 3,
-                item_author: torch.Tensor | None = None, fp8: Fp8Config | None = None) -> dict:
+                stage: int = 3, item_author: torch.Tensor | None = None, fp8: Fp8Config | None = None,
+                device: str = "cpu") -> dict:
     """Write a GEMs serving artifact for ``module`` (a :class:`GEMsModule`) to ``out``; returns the manifest.
 
-    ``recent`` / ``mid``: the windows the data module used (requests are padded to them; ``recent``
-    defaults to the model's ``recent``); ``stage``: 3 reads
-    the mid-term stream through the indexer's top-K (as trained), 1 densely."""
+    ``device``: where the programs are traced and will run (``cuda``: FP8 linears use ``torch._scaled_mm``
+    when the GPU has FP8 tensor cores, the ``auto`` backend). ``recent`` / ``mid``: the windows the data
+    module used (requests are padded to them; ``recent`` defaults to the model's); ``stage``: 3 reads the
+    mid-term stream through the indexer's top-K (as trained), 1 densely."""
     from recsys.quant.gems_serving import GEMsEncode, GEMsFold, GEMsStep, stream_inputs
 
-    gems = copy.deepcopy(module.model).eval()
+    gems = copy.deepcopy(module.model).to(device).eval()
     gems.topk_union = False  # static shapes for torch.export (same numbers)
     report = None
     if precision == "fp8":
-        report = quantize_fp8(gems, fp8 or Fp8Config(backend="reference"))
+        report = quantize_fp8(gems, fp8 or Fp8Config())
     elif precision == "bf16":
         edges = gems.events.edges
         gems = gems.to(torch.bfloat16)
@@ -81,7 +82,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
         programs: dict[str, dict] = {}
         batch, beams = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("beams", min=1, max=65536)
         width = torch.export.Dim("events", min=1, max=1 << 22)
-        with torch.no_grad():
+        with torch.no_grad(), torch.device(device):  # example inputs on the device
             if "life" in cfg.streams:
                 fold = GEMsFold(gems)
                 ids = torch.ones(2, 5, dtype=torch.long)
@@ -110,13 +111,14 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
                 weights |= save_program(ep, tmp / f"step_{level}.pt2")
                 programs[f"step_{level}"] = {"file": f"step_{level}.pt2", "inputs": ["tokens", "cache", "memory"],
                                              "outputs": ["log_probs", "cache"]}
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+        save_file({k: v.contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
         module.semantic_ids.save(tmp / "semantic_ids")
         if item_author is not None:
             save_file({"author": item_author.to(torch.long).contiguous()}, str(tmp / "item_author.safetensors"))
         manifest = {
             "model": "gems",
             "precision": precision,
+            "device": torch.device(device).type,
             "config": {"dim": cfg.dim, "heads": cfg.heads, "layers": len(gems.blocks), "streams": list(cfg.streams),
                        "codebook_sizes": list(cfg.codebook_sizes), "num_items": cfg.num_items, "recent": recent,
                        "mid": mid, "top_k": cfg.top_k, "stage": stage, "summary_tokens": cfg.summary_tokens,
@@ -145,14 +147,16 @@ def a2gen_example(model, candidates: int = 3, history: int = 4, tags: int = 2) -
             "history_length": torch.tensor([history])}
 
 
-def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Config | None = None) -> dict:
-    """Write an A2Gen serving artifact (one ``score`` program, :mod:`recsys.quant.a2gen_serving`)."""
+def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Config | None = None,
+                 device: str = "cpu") -> dict:
+    """Write an A2Gen serving artifact (one ``score`` program, :mod:`recsys.quant.a2gen_serving`), traced on
+    ``device``."""
     from recsys.quant.a2gen_serving import A2GenScore
 
-    model = copy.deepcopy(module.model).eval()
+    model = copy.deepcopy(module.model).to(device).eval()
     report = None
     if precision == "fp8":
-        report = quantize_fp8(model, fp8 or Fp8Config(backend="reference"))
+        report = quantize_fp8(model, fp8 or Fp8Config())
     elif precision == "bf16":
         model = model.to(torch.bfloat16)
     score = A2GenScore(model)
@@ -163,7 +167,8 @@ def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Co
     try:
         cand, hist, tags = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("candidates", "history", "tags"))
         auto = torch.export.Dim.AUTO
-        example = a2gen_example(model)
+        with torch.device(device):
+            example = a2gen_example(model)
         shapes = {"ids": {k: {0: cand} for k in example["ids"]},
                   "tags": {0: cand, 1: tags} if model.has_tags else {0: auto, 1: auto},  # unused without tags
                   "tag_lengths": {0: cand} if model.has_tags else {0: auto},
@@ -172,11 +177,12 @@ def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Co
         with torch.no_grad():
             ep = torch.export.export(score, (), kwargs=example, dynamic_shapes=shapes)
         weights = save_program(ep, tmp / "score.pt2")
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+        save_file({k: v.contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
         spec = module.spec
         manifest = {
             "model": "a2gen",
             "precision": precision,
+            "device": torch.device(device).type,
             "config": {"dim": model.dim, "variant": model.variant, "actions": list(spec.actions),
                        "terminal": spec.terminal, "slots": model.n, "time_unit": spec.time_unit,
                        "user_keys": model.user_keys, "item_keys": model.item_keys, "context_keys": model.context_keys,
@@ -204,7 +210,8 @@ def _quantization(report) -> dict | None:
 
 
 def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", "fp8"] = "none",
-                      precision: Literal["fp32", "bf16"] = "fp32", mid: int | None = None, stage: int = 3) -> dict:
+                      precision: Literal["fp32", "bf16"] = "fp32", mid: int | None = None, stage: int = 3,
+                      device: str = "cpu") -> dict:
     """Load a GEMs or A2Gen checkpoint (``weights_only``: our checkpoints hold only tensors and plain
     hyperparameters) and export it. GEMs: ``mid`` defaults to the data module's window saved in the
     checkpoint (1,024 if absent)."""
@@ -218,7 +225,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
         from recsys.models.a2gen import A2GenModule
 
         module = A2GenModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
-        return export_a2gen(module, out, precision=precision)
+        return export_a2gen(module, out, precision=precision, device=device)
     if "semantic_ids" not in hp:
         raise ValueError(f"{checkpoint}: neither a GEMs nor an A2Gen checkpoint (the models export supports)")
     from recsys.data.prepared import PreparedDataset
@@ -232,4 +239,5 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
     if "recent_author" in module.hparams.cardinalities:
         items = PreparedDataset(Path(module.hparams.semantic_ids).parent.parent).items()
         item_author = torch.from_numpy(items["author"].to_numpy()).long()
-    return export_gems(module, out, precision=precision, recent=recent, mid=mid, stage=stage, item_author=item_author)
+    return export_gems(module, out, precision=precision, recent=recent, mid=mid, stage=stage, item_author=item_author,
+                       device=device)

@@ -25,6 +25,14 @@ from recsys.quant.artifact import ArtifactError, load_program, read_verified_man
 History = dict[str, torch.Tensor]  # items (int64, ids >= 1), actions (int64 bitmasks), ages (hours); authors optional
 
 
+def _device(manifest: dict, folder: Path) -> torch.device:
+    """The device the artifact's programs were traced for (they run there only)."""
+    device = torch.device(manifest.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArtifactError(f"{folder}: exported for a CUDA device, and this machine has none; export for cpu")
+    return device
+
+
 def load_runtime(folder: str | Path) -> GEMsRuntime | A2GenRuntime:
     """The runtime of whatever model the artifact holds."""
     manifest = read_verified_manifest(Path(folder))
@@ -42,6 +50,8 @@ class GEMsRuntime:
         self.semantic_ids, self.trie = semantic_ids, semantic_ids.trie()
         self.item_author = item_author
         self.dtype = torch.bfloat16 if manifest["precision"] == "bf16" else torch.float32
+        self.device = _device(manifest, folder)
+        self.trie = self.trie.to(self.device)
 
     @classmethod
     def load(cls, folder: str | Path) -> GEMsRuntime:
@@ -49,7 +59,7 @@ class GEMsRuntime:
         manifest = read_verified_manifest(folder)
         if manifest.get("model") != "gems":
             raise ArtifactError(f"{folder}: a {manifest.get('model')!r} artifact, expected a GEMs one")
-        weights = load_file(str(folder / "weights.safetensors"))
+        weights = load_file(str(folder / "weights.safetensors"), device=str(_device(manifest, folder)))
         programs = {name: load_program(folder / p["file"], weights) for name, p in manifest["programs"].items()}
         author_file = folder / "item_author.safetensors"
         item_author = load_file(str(author_file))["author"] if author_file.exists() else None
@@ -89,8 +99,8 @@ class GEMsRuntime:
             n = p["items"].shape[0]
             lengths[i] = n
             for key in out:
-                out[key][i, :n] = p[key]
-        return [out["items"], out["authors"], out["actions"], out["ages"], lengths]
+                out[key][i, :n] = p[key].cpu()
+        return [t.to(self.device) for t in (out["items"], out["authors"], out["actions"], out["ages"], lengths)]
 
     def fold(self, history: History) -> tuple[torch.Tensor, torch.Tensor]:
         """Lifecycle state ``(total [d, d], count [])`` of a user's events (states of disjoint events add)."""
@@ -100,7 +110,8 @@ class GEMsRuntime:
         part = {**{k: history[k] for k in ("items", "actions", "ages")}, "authors": self._authors(history)}
         if part["items"].shape[0] == 0:
             d = self.config["dim"]
-            return torch.zeros(d, d, dtype=self.dtype), torch.zeros((), dtype=self.dtype)
+            return (torch.zeros(d, d, dtype=self.dtype, device=self.device),
+                    torch.zeros((), dtype=self.dtype, device=self.device))
         total, count = self.programs["fold"](*self._windows([part], part["items"].shape[0]))
         return total[0], count[0]
 
@@ -122,7 +133,8 @@ class GEMsRuntime:
             if "life" in streams:
                 total, count = self.fold({k: v[:m0] for k, v in full.items()})
                 if lifecycle is not None:
-                    total, count = total + lifecycle[i][0].to(self.dtype), count + lifecycle[i][1].to(self.dtype)
+                    total = total + lifecycle[i][0].to(self.device, self.dtype)
+                    count = count + lifecycle[i][1].to(self.device, self.dtype)
                 states.append((total, count))
         inputs = []
         if "recent" in streams:
@@ -144,14 +156,15 @@ class GEMsRuntime:
 
         def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
             level = prefix.shape[1]
-            tokens = (prefix[:, -1] if level else torch.zeros(b * k, dtype=torch.long)).view(b, k)
+            tokens = (prefix[:, -1] if level else torch.zeros(b * k, dtype=torch.long, device=self.device)).view(b, k)
             cache = tuple(c.unflatten(0, (b, k)) for c in state["cache"])
             log_probs, new = self.programs[f"step_{level}"](tokens, cache, memory)
             return log_probs.reshape(b * k, -1), {"cache": tuple(c.flatten(0, 1) for c in new)}
 
         sizes = self.semantic_ids.codebook_sizes
-        sids, scores = constrained_beam_search(step, b, len(sizes), sizes, k, self.trie, state={"cache": ()})
-        return self.semantic_ids.item_of(sids), scores
+        sids, scores = constrained_beam_search(step, b, len(sizes), sizes, k, self.trie, state={"cache": ()},
+                                               device=self.device)
+        return self.semantic_ids.item_of(sids.cpu()), scores.cpu()
 
 
 class A2GenRuntime:
@@ -161,6 +174,7 @@ class A2GenRuntime:
     def __init__(self, folder: Path, manifest: dict, program) -> None:
         self.folder, self.manifest, self.program = folder, manifest, program
         self.config = manifest["config"]
+        self.device = _device(manifest, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> A2GenRuntime:
@@ -168,7 +182,7 @@ class A2GenRuntime:
         manifest = read_verified_manifest(folder)
         if manifest.get("model") != "a2gen":
             raise ArtifactError(f"{folder}: a {manifest.get('model')!r} artifact, expected an A2Gen one")
-        weights = load_file(str(folder / "weights.safetensors"))
+        weights = load_file(str(folder / "weights.safetensors"), device=str(_device(manifest, folder)))
         return cls(folder, manifest, load_program(folder / manifest["programs"]["score"]["file"], weights))
 
     @torch.no_grad()
@@ -202,5 +216,9 @@ class A2GenRuntime:
             hist = {k: history[k].long() for k in cfg["history_keys"]}
             flags, times = history["flags"].float(), history["times"].float()
             length = int(flags.shape[0])
-        return self.program(ids=ids, tags=tag_ids, tag_lengths=tag_lengths, history=hist, history_flags=flags,
-                            history_times=times, history_length=torch.tensor([length]))
+        dev = self.device
+        probs, times = self.program(ids={k: v.to(dev) for k, v in ids.items()}, tags=tag_ids.to(dev),
+                                    tag_lengths=tag_lengths.to(dev), history={k: v.to(dev) for k, v in hist.items()},
+                                    history_flags=flags.to(dev), history_times=times.to(dev),
+                                    history_length=torch.tensor([length], device=dev))
+        return probs.cpu(), times.cpu()
