@@ -2,8 +2,9 @@
 with long-term interests that come back after long gaps (issue #5 §4-5); plus the semantic-ID statistics.
 
 Data: a synthetic KuaiRand-1K-format release (thousands of impressions per user) whose users have a
-dormant topic: active in the first and last fifth of the days, absent in between, so that at test time
-the returning interest is visible only in the oldest events, the lifecycle stream. Streams are scaled to
+dormant topic: active in the first fifth of the days and again from the first day of the test period, absent
+in between, so that at a test target (a user's first test-period clicks) the returning interest is visible
+only in the oldest events, the lifecycle stream. Streams are scaled to
 these histories (recent 32 / mid-term 256 / lifecycle the rest). Every GEMs variant trains with the same
 recipe (MuonRec, 3 epochs: 1 dense, 1 with the indexer loss, then top-K; the 40 latest training targets per
 user), evaluation by beam
@@ -38,7 +39,10 @@ VARIANTS = {
     "GEMs without mid-term": ["recent", "life"],
     "recent-only (TIGER-style)": ["recent"],
 }
-DATA = {"dataset": "kuairand-1k", "users": 300, "items": 6000, "rows_per_user_day": 60.0}
+# the dormant topic returns on the last third of the 30 days (20220429..20220508): exactly the test period, whose
+# first clicks are the test targets, so at a target the returned interest is in no recent event, only in the
+# oldest (the first fifth of the days). (With the generator's default 0.2 it returned on May 3, after the targets.)
+DATA = {"dataset": "kuairand-1k", "users": 300, "items": 6000, "rows_per_user_day": 60.0, "dormant_late": 0.334}
 TEST_BEAM, TEST_KS = 500, (10, 50, 100, 500)  # test: beam width = the largest K
 
 
