@@ -41,8 +41,9 @@ from recsys.quant.stats import plot_statistics, summary_row, write_csv
 CALIBRATION_BATCHES = 8
 
 
-def variants(module: L.LightningModule, calibrate) -> dict[str, tuple[L.LightningModule, str]]:
-    """fp32, FP8 dynamic and FP8 static copies of ``module`` (with their PTQ reports)."""
+def variants(module: L.LightningModule, calibrate) -> tuple[dict[str, tuple[L.LightningModule, str]], list]:
+    """fp32, FP8 dynamic and FP8 static copies of ``module`` (with their PTQ reports), and the fp32 model's
+    per-layer statistics over the calibration batches (the static scales come from them)."""
     stats = collect_statistics(module, calibrate(module))
     absmax = {s.name: s.act_absmax for s in stats if s.kind == "linear"}
     out = {"fp32": (module, "")}
@@ -50,7 +51,7 @@ def variants(module: L.LightningModule, calibrate) -> dict[str, tuple[L.Lightnin
         q = copy.deepcopy(module)
         report = quantize_fp8(q, Fp8Config(activation=activation, backend="reference"), activation_absmax=absmax)
         out[f"fp8 {activation}"] = (q.eval(), report.to_markdown())
-    return out
+    return out, stats
 
 
 @torch.no_grad()
@@ -77,7 +78,7 @@ def gems_section(args: argparse.Namespace, lines: list[str]) -> dict:
     def calibrate(m):
         return lambda: [m.recommend(b, TEST_BEAM) for b in val]
 
-    models = variants(module, calibrate)
+    models, stats = variants(module, calibrate)
     base_items, targets = gems_outputs(module, test)
     cols = [f"recall@{k}" for k in TEST_KS] + ["ndcg@10"]
     lines += ["## GEMs: constrained beam search, beam 500", "",
@@ -99,7 +100,7 @@ def gems_section(args: argparse.Namespace, lines: list[str]) -> dict:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {overlap:.3f} | {changed:.3f} |")
         print("GEMs", name, metrics, overlap, changed, flush=True)
     lines += ["", "<details><summary>GEMs PTQ report (dynamic)</summary>", "", models["fp8 dynamic"][1], "", "</details>", ""]
-    return {"GEMs": collect_statistics(module, calibrate(module))}
+    return {"GEMs": stats}
 
 
 def chain_section(args: argparse.Namespace, lines: list[str]) -> dict:
@@ -124,7 +125,8 @@ def chain_section(args: argparse.Namespace, lines: list[str]) -> dict:
                 return lambda: [m.predict(b) for b in val]
 
             base = None
-            for variant, (m, _) in variants(module, calibrate).items():
+            models, model_stats = variants(module, calibrate)
+            for variant, (m, _) in models.items():
                 trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
                 r = trainer.test(m, dm, verbose=False)[0]
                 aucs = [r[f"test/auc/{a}"] for a in spec.actions]
@@ -134,7 +136,7 @@ def chain_section(args: argparse.Namespace, lines: list[str]) -> dict:
                              + f" | {change:.4f} |")
                 print(name, seed, variant, aucs, flush=True)
             if seed == seeds[0]:
-                stats[name] = collect_statistics(module, calibrate(module))
+                stats[name] = model_stats
     lines.append("")
     return stats
 

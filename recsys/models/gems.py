@@ -91,7 +91,12 @@ class EventEmbedding(nn.Module):
         x = embedded[stream].values()
         if f"{stream}_author" in embedded:
             x = x + embedded[f"{stream}_author"].values()
-        bits = ((actions[:, None] >> torch.arange(self.bits.shape[0], device=actions.device)) & 1).to(x.dtype)
+        return self.combine(x, actions, ages)
+
+    def combine(self, x: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        """Item (+ author) embeddings ``[..., d]`` plus the action bits and the age bucket, normalized (any
+        leading shape: flat events here, padded windows in :mod:`recsys.quant.gems_serving`)."""
+        bits = ((actions[..., None] >> torch.arange(self.bits.shape[0], device=actions.device)) & 1).to(x.dtype)
         x = x + bits @ self.bits + self.age(torch.bucketize(ages, self.edges))
         return self.norm(x)
 

@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,20 @@ def load_program(path: Path, weights: dict[str, torch.Tensor]) -> torch.nn.Modul
             raise ArtifactError(f"{path}: weight {name!r} is {value.dtype}, the program expects {empty.dtype}")
         program.state_dict[name] = nn.Parameter(value, requires_grad=False) if name in params else value
     return program.module()
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``out`` to write an artifact into; removed if anything fails (the
+    caller commits it with :func:`write_manifest_and_commit`)."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_manifest_and_commit(tmp: Path, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:

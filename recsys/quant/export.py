@@ -12,8 +12,6 @@ selected linears in E4M3 per :class:`Fp8Config`, the rest fp32).
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 import recsys
-from recsys.quant.artifact import save_program, write_manifest_and_commit
+from recsys.quant.artifact import save_program, staging, write_manifest_and_commit
 from recsys.quant.ptq import Fp8Config, quantize_fp8
 
 Precision = Literal["fp32", "bf16", "fp8"]
@@ -74,10 +72,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
     if "mid" in cfg.streams and mid <= cfg.top_k and stage >= 3:
         raise ValueError(f"mid-term window {mid} must exceed top_k {cfg.top_k} for stage 3")
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staging(out) as tmp:
         weights: dict[str, torch.Tensor] = {}
         programs: dict[str, dict] = {}
         batch, beams = torch.export.Dim("batch", min=1, max=65536), torch.export.Dim("beams", min=1, max=65536)
@@ -127,11 +122,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
             "quantization": _quantization(report),
             "versions": {"recsys": recsys.__version__, "torch": torch.__version__},
         }
-        manifest = write_manifest_and_commit(tmp, out, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+        return write_manifest_and_commit(tmp, out, manifest)
 
 
 def a2gen_example(model, candidates: int = 3, history: int = 4, tags: int = 2) -> dict:
@@ -161,10 +152,7 @@ def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Co
         model = model.to(torch.bfloat16)
     score = A2GenScore(model)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staging(out) as tmp:
         cand, hist, tags = (torch.export.Dim(n, min=1, max=1 << 20) for n in ("candidates", "history", "tags"))
         auto = torch.export.Dim.AUTO
         with torch.device(device):
@@ -192,11 +180,7 @@ def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Co
             "quantization": _quantization(report),
             "versions": {"recsys": recsys.__version__, "torch": torch.__version__},
         }
-        manifest = write_manifest_and_commit(tmp, out, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+        return write_manifest_and_commit(tmp, out, manifest)
 
 
 def _quantization(report) -> dict | None:

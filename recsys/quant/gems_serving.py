@@ -49,14 +49,11 @@ def stream_inputs(streams: tuple[str, ...]) -> list[str]:
 def embed_events(gems: GEMs, items: torch.Tensor, authors: torch.Tensor, actions: torch.Tensor,
                  ages: torch.Tensor) -> torch.Tensor:
     """Padded events ``[B, L]`` -> embeddings ``[B, L, d]`` (:class:`EventEmbedding` on dense tensors)."""
-    ev = gems.events
-    tables = ev.features.collection.embeddings
+    tables = gems.events.features.collection.embeddings
     x = tables["item"](items)
     if "author" in tables:
         x = x + tables["author"](authors)
-    bits = ((actions[..., None] >> torch.arange(ev.bits.shape[0], device=items.device)) & 1).to(x.dtype)
-    x = x + bits @ ev.bits + ev.age(torch.bucketize(ages, ev.edges))
-    return ev.norm(x)
+    return gems.events.combine(x, actions, ages)
 
 
 class GEMsFold(nn.Module):

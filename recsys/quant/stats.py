@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys.quant.fp8 import Fp8Linear
+
 _QUANTILE_MAX = 16_000_000  # torch.quantile's input limit
 
 
@@ -91,7 +93,7 @@ def collect_statistics(model: nn.Module, run: Callable[[], Any], *, sample: int 
     meters: dict[str, _ActivationMeter] = {}
     handles = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) or type(module).__name__ == "Fp8Linear":
+        if isinstance(module, (nn.Linear, Fp8Linear)):
             meters[name] = _ActivationMeter(sample, generator)
             handles.append(module.register_forward_pre_hook(meters[name]))
     try:
