@@ -5,6 +5,8 @@ parser behind Lightning's CLI): ``recsys data prepare --help`` lists every optio
     recsys fit --config configs/a2gen_tmall.yaml        Lightning's CLI (also validate, test)
     recsys data synth --dataset kuairand-pure --out raw/kr --users 2000
     recsys data prepare --dataset kuairand-pure --raw raw/kr --out data/kr
+    recsys distill diet --data data/kr --budget 0.01 --out memories/kr-diet
+    recsys distill compare --data data/kr --memories '[memories/kr-diet]' --zoo configs/distill/zoo_tmall.yaml
     recsys export --checkpoint runs/gems/checkpoints/best.ckpt --quantize fp8 --out artifacts/gems-fp8
     recsys serve-bench --artifacts '[artifacts/gems-fp32, artifacts/gems-fp8]'
 
@@ -206,8 +208,117 @@ def serve_bench(
     print(run(artifacts, beams, batches, repeats))
 
 
+def distill_diet(
+    *,
+    data: Path,
+    out: Path,
+    budget: float = 0.01,
+    block_days: int = 1,
+    main_label: str | None = None,
+    seed: int = 0,
+    init_score: Literal["tracin", "grad_norm", "el2n"] = "tracin",
+    inner_steps: int = 20,
+    unroll: int = 10,
+    outer_steps: int = 4,
+    replace_fraction: float = 0.05,
+) -> None:
+    """Distil a prepared dataset's training stream into a DIET memory (a prepared dataset at ``out``).
+
+    Args:
+        data: a prepared Tmall or KuaiRand dataset.
+        out: the memory folder (written atomically; a killed run resumes from its last finished stage).
+        budget: memory size as a fraction of the training chains, in (0, 1).
+        block_days: days per block of the stream.
+        main_label: the action whose rate selections keep (default: Tmall purchase, KuaiRand like).
+        seed: all randomness derives from it and the stage.
+        init_score: stage 1's influence score.
+        inner_steps: proxy training steps on the memory per outer step.
+        unroll: inner steps differentiated (truncated back-propagation).
+        outer_steps: meta-gradient steps on the soft labels and weights per block.
+        replace_fraction: most slots replaced per block, as a fraction of the memory.
+    """
+    from recsys.distill.diet import DIETConfig, run_diet
+
+    config = DIETConfig(budget=budget, block_days=block_days, main_label=main_label, seed=seed, init_score=init_score,
+                        inner_steps=inner_steps, unroll=unroll, outer_steps=outer_steps,
+                        replace_fraction=replace_fraction)
+    run_diet(data, out, config)
+
+
+def distill_baseline(
+    *,
+    data: Path,
+    out: Path,
+    method: Literal["random", "reservoir", "herding", "kcenter", "influence"],
+    budget: float = 0.01,
+    block_days: int = 1,
+    main_label: str | None = None,
+    seed: int = 0,
+) -> None:
+    """Select a memory with a baseline of DIET (same budget and writer; hard labels, weight 1).
+
+    Args:
+        data: a prepared Tmall or KuaiRand dataset.
+        out: the memory folder (written atomically).
+        method: random per block, reservoir over the stream, herding or k-center in a proxy's embedding
+            space, or influence (DIET's stage 1 per block).
+        budget: memory size as a fraction of the training chains, in (0, 1).
+        block_days: days per block of the stream.
+        main_label: the action whose rate selections keep.
+        seed: random seed.
+    """
+    from recsys.distill.baselines import select
+    from recsys.distill.memory import write_memory_dataset
+    from recsys.distill.stream import ChainStream
+
+    stream = ChainStream(str(data), main_label=main_label, block_days=block_days)
+    memory = select(stream, method, budget, seed)
+    write_memory_dataset(stream, memory, out, {"method": method, "budget": budget, "main_label": stream.main_label,
+                                               "seed": seed})
+    print(f"wrote {out}: {len(memory)} slots ({method}, {budget:.2%} of {stream.size:,} chains)")
+
+
+def distill_compare(
+    *,
+    data: Path,
+    memories: list[Path],
+    zoo: Path,
+    full_epochs: int = 2,
+    memory_epochs: int = 10,
+    batch_size: int = 512,
+    memory_batch_size: int = 64,
+    seed: int = 0,
+    out: Path | None = None,
+) -> None:
+    """Train every configuration of a zoo on full data and on each memory; print test AUCs, the ranking
+    agreement (Kendall tau, Spearman rho, top-1) and the training-cost ratios.
+
+    Args:
+        data: the prepared dataset the memories were built on.
+        memories: memory folders written by ``recsys distill diet`` or ``recsys distill baseline``.
+        zoo: a zoo file (configs/distill/zoo_*.yaml).
+        full_epochs / memory_epochs: epochs on full data / on a memory.
+        batch_size / memory_batch_size: training batch sizes on full data / on a memory.
+        seed: seed of every training run.
+        out: also write the results as JSON here.
+    """
+    import json
+
+    from recsys.distill.zoo import compare, format_comparison, load_zoo
+
+    entries = load_zoo(zoo)
+    result = compare(data, memories, entries, full_epochs=full_epochs, memory_epochs=memory_epochs,
+                     batch_size=batch_size, memory_batch_size=memory_batch_size, seed=seed)
+    print(format_comparison(result))
+    if out is not None:
+        from recsys.data.manifest import atomic_write_text
+
+        atomic_write_text(Path(out), json.dumps(result, indent=1))
+
+
 COMMANDS = {
     "data": {"prepare": data_prepare, "synth": data_synth},
+    "distill": {"diet": distill_diet, "baseline": distill_baseline, "compare": distill_compare},
     "quickstart": quickstart,
     "bench-optim": bench_optim,
     "export": export,

@@ -113,6 +113,8 @@ class ChainBatch(_Movable):
     ``tokens`` / ``token_times`` ``[B, S]``: the label sequence (see :mod:`recsys.data.chains`), NaN times
     where not observed. ``occurred`` / ``times`` ``[B, S]``: per slot, whether it happened and when (NaN:
     unknown or absent).
+    ``soft_labels`` ``[B, K]`` / ``weights`` ``[B]``: training on a distilled memory (:mod:`recsys.distill`),
+    each sample's learned per-action label in [0, 1] and its weight; ``None`` on ordinary data.
     """
 
     features: KeyedJaggedTensor
@@ -123,6 +125,19 @@ class ChainBatch(_Movable):
     occurred: torch.Tensor
     times: torch.Tensor
     users: torch.Tensor
+    soft_labels: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def action_targets(self) -> torch.Tensor:
+        """``[B, K]`` per-action classification targets: the soft labels where given, else 0/1 occurrence."""
+        k = self.occurred.shape[1] - 1
+        return self.soft_labels if self.soft_labels is not None else self.occurred[:, :k]
+
+    def weighted_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """Mean of ``[B]`` per-sample losses, weighted by ``weights`` where given."""
+        if self.weights is None:
+            return per_sample.mean()
+        return (per_sample * self.weights).sum() / self.weights.sum().clamp(min=1e-12)
 
     @property
     def batch_size(self) -> int:

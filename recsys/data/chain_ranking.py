@@ -5,6 +5,10 @@ features, the context of its start event, the user's previous chains (items, the
 ``history_<field>`` keys aligned with ``history``, and their action slots), and the chain's labels. Tmall chains are (user, item) pairs, so every sample already carries an interaction (the
 paper's Tmall tasks ask, given the start, which of favourite / cart / purchase follow and when); KuaiRand
 chains are clicked impressions (like / follow / comment / forward, and Leave's time).
+
+A distilled memory (:mod:`recsys.distill`) is a prepared dataset whose ``memory.parquet`` lists the
+training chains to use, each with a soft label per action and a weight: its training split is those
+chains only (batches carry ``soft_labels`` and ``weights``); validation and test are the source's.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from torch.utils.data import Dataset
 
 from recsys.data.batches import ChainBatch, jagged_take, make_kjt
 from recsys.data.loading import BatchedDataModule, Stage
 from recsys.data.chains import Chains, ChainSpec, build_chains, history_slots
+from recsys.data.errors import DataError
 from recsys.data.prepared import PreparedDataset
 from recsys.data.ranking import RankingTables
 from recsys.data.splits import SPLIT_NAMES
-
 
 
 class ChainTables:
@@ -43,10 +48,44 @@ class ChainTables:
         self.cardinalities = dict(self.t.cardinalities)
         for f in self.t.item_fields:  # the history items' side features share the candidate's tables
             self.cardinalities[f"history_{f}"] = self.t.cardinalities[f]
+        self.memory = read_memory(dataset, c) if dataset.manifest.extra.get("memory") else None
 
     @property
     def spec(self) -> ChainSpec:
         return self.chains.spec
+
+
+class MemoryRows:
+    """The training chains of a distilled memory: chain rows, soft labels ``[m, K]``, weights ``[m]``."""
+
+    def __init__(self, rows: np.ndarray, soft_labels: np.ndarray, weights: np.ndarray) -> None:
+        self.rows, self.soft_labels, self.weights = rows, soft_labels, weights
+
+
+def read_memory(dataset: PreparedDataset, chains: Chains) -> MemoryRows:
+    """``memory.parquet`` of a distilled memory, checked against the chains it names (row, user, item, start)."""
+    path = dataset.path / "memory.parquet"
+    if not path.is_file():
+        raise DataError(path, "the manifest says this is a distilled memory, but memory.parquet is missing")
+    frame = pl.read_parquet(path)
+    actions = list(chains.spec.actions)
+    needed = ["chain", "user", "item", "start", *(f"soft_{a}" for a in actions), "weight"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; expected {needed}")
+    rows = frame["chain"].to_numpy().astype(np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(chains)):
+        raise DataError(path, f"chain rows outside 0..{len(chains) - 1}: built on another dataset?")
+    same = ((chains.user[rows] == frame["user"].to_numpy()) & (chains.item[rows] == frame["item"].to_numpy())
+            & (chains.start[rows] == frame["start"].to_numpy()))
+    if not same.all():
+        bad = int(np.flatnonzero(~same)[0])
+        raise DataError(path, f"row {bad}: chain {rows[bad]} is not (user, item, start) of this dataset's "
+                              "chains: the memory was built on another dataset")
+    if (chains.split[rows] != 0).any():
+        raise DataError(path, "the memory holds chains outside the training split")
+    soft = np.stack([frame[f"soft_{a}"].to_numpy() for a in actions], axis=1).astype(np.float32)
+    return MemoryRows(rows, soft, frame["weight"].to_numpy().astype(np.float32))
 
 
 class ChainSamples(Dataset):
@@ -54,7 +93,11 @@ class ChainSamples(Dataset):
 
     def __init__(self, tables: ChainTables, stage: Stage, *, max_len: int = 50) -> None:
         self.tables, self.max_len = tables, max_len
-        self.rows = np.flatnonzero(tables.chains.split == SPLIT_NAMES.index(stage))
+        self.memory = tables.memory if stage == "train" else None
+        if self.memory is not None:
+            self.rows = self.memory.rows
+        else:
+            self.rows = np.flatnonzero(tables.chains.split == SPLIT_NAMES.index(stage))
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -64,7 +107,8 @@ class ChainSamples(Dataset):
 
     def __getitems__(self, indices: list[int]) -> ChainBatch:
         tab, c, t = self.tables, self.tables.chains, self.tables.t
-        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        index = np.asarray(indices, dtype=np.int64)
+        rows = self.rows[index]
         item = c.item[rows].astype(np.int64)
         user = c.user[rows].astype(np.int64)
         event = c.event[rows]
@@ -98,6 +142,8 @@ class ChainSamples(Dataset):
             occurred=torch.from_numpy(c.occurred[rows].astype(np.float32)),
             times=torch.from_numpy(c.times[rows]),
             users=torch.from_numpy(user),
+            soft_labels=None if self.memory is None else torch.from_numpy(self.memory.soft_labels[index]),
+            weights=None if self.memory is None else torch.from_numpy(self.memory.weights[index]),
         )
 
 

@@ -17,7 +17,9 @@ For a user and a candidate item, A2Gen generates the chain of actions the user w
   terminal (Leave / end).
 * **Losses** (``train.py``): masked action cross-entropy over positions + 0.1 x time MSE + 0.01 x
   time-order hinge ``max(0, t_{i-1} - t_i)`` up to the terminal, and for IAG 0.1 x (CE + MSE) of the
-  auxiliary heads. The weights are arguments.
+  auxiliary heads. The weights are arguments. On a distilled memory (:mod:`recsys.distill`) every term is
+  weighted by the sample's weight, and a BCE between the serving probabilities and the memory's soft labels
+  is added (our addition: the generated sequence alone cannot carry a soft label).
 
 Our choices where the code is silent or unusable (documented reconstruction): ``z`` also carries the
 candidate item's and the context's embeddings (the code passes the item only through the CAM context);
@@ -245,10 +247,15 @@ class A2GenModule(ChainRankingModule):
 
     def _sequence_losses(self, logits: torch.Tensor, time: torch.Tensor, batch: ChainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         valid = batch.tokens > 0
-        ce = F.cross_entropy(logits[valid], batch.tokens[valid] - 1)
+        w = batch.weights if batch.weights is not None else logits.new_ones(logits.shape[0])
+        w = w[:, None].expand_as(batch.tokens)
+        ce = F.cross_entropy(logits[valid], batch.tokens[valid] - 1, reduction="none")
+        ce = (ce * w[valid]).sum() / w[valid].sum().clamp(min=1e-12)
         known = valid & torch.isfinite(batch.token_times)
         target = time_to_target(self.spec, torch.nan_to_num(batch.token_times))
-        mse = F.mse_loss(time[known], target[known]) if known.any() else time.sum() * 0.0
+        if not known.any():
+            return ce, time.sum() * 0.0
+        mse = ((time[known] - target[known]) ** 2 * w[known]).sum() / w[known].sum().clamp(min=1e-12)
         return ce, mse
 
     def loss(self, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -264,6 +271,11 @@ class A2GenModule(ChainRankingModule):
             aux_ce, aux_mse = self._sequence_losses(out["aux_logits"], out["aux_time"], batch)
             total = total + hp.aux_weight * (aux_ce + aux_mse)
             parts.update(aux_ce=aux_ce.detach(), aux_mse=aux_mse.detach())
+        if batch.soft_labels is not None:  # a distilled memory: match its per-action soft labels too
+            probs = self.model.serve(out).probs.clamp(1e-6, 1 - 1e-6)
+            soft = batch.weighted_mean(F.binary_cross_entropy(probs, batch.soft_labels, reduction="none").mean(1))
+            total = total + soft
+            parts["soft_bce"] = soft.detach()
         return total, parts
 
     def predict(self, batch: ChainBatch) -> ChainPrediction:

@@ -29,7 +29,7 @@ Times are regressed on :func:`~recsys.models.chain_module.time_to_target`'s scal
 video fraction for KuaiRand).
 
 **Objective** (:class:`ChainHeadsModule`): binary cross-entropy with logits averaged over the batch and
-the ``K`` actions, plus ``time_weight`` (0.1) x the MSE of the time predictions over the slots whose time
+the ``K`` actions (on a distilled memory: against its soft labels, each sample weighted by its weight), plus ``time_weight`` (0.1) x the MSE of the time predictions over the slots whose time
 is known (``batch.times`` finite and ``batch.occurred`` true; Tmall: the actions that occurred; KuaiRand:
 Leave). ``predict`` returns ``sigmoid(logits)`` and the times in data units
 (:func:`~recsys.models.chain_module.target_to_time`).
@@ -129,11 +129,13 @@ class ChainHeadsModule(ChainRankingModule):
     def loss(self, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, time_y = self(batch)
         k = len(self.spec.actions)
-        bce = F.binary_cross_entropy_with_logits(logits, batch.occurred[:, :k])
+        per_action = F.binary_cross_entropy_with_logits(logits, batch.action_targets(), reduction="none")
+        bce = batch.weighted_mean(per_action.mean(1))
         known = torch.isfinite(batch.times) & batch.occurred.bool()
         target = time_to_target(self.spec, torch.nan_to_num(batch.times, nan=0.0, posinf=0.0, neginf=0.0))
         squared = torch.where(known, (time_y - target) ** 2, torch.zeros_like(time_y))
-        mse = squared.sum() / known.sum().clamp(min=1)
+        w = batch.weights if batch.weights is not None else torch.ones_like(squared[:, 0])
+        mse = (squared.sum(1) * w).sum() / (known.sum(1) * w).sum().clamp(min=1e-12)
         return bce + self.hparams.time_weight * mse, {"bce": bce.detach(), "mse": mse.detach()}
 
     def predict(self, batch: ChainBatch) -> ChainPrediction:

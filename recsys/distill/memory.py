@@ -1,0 +1,133 @@
+"""A distilled memory: ``m`` real training chains, each with a learnable soft label per action and a
+learnable weight, and how it is saved (per stage, for resuming) and written as a prepared dataset.
+
+A memory folder is its source's prepared dataset (files hard-linked, or copied across file systems) plus
+``memory.parquet`` (one row per slot: ``chain``, ``user``, ``item``, ``start``, ``soft_<action>`` ...,
+``weight``) and ``manifest.extra["memory"]`` (method, budget, slots, the source's fingerprint). Every
+chain-ranking model trains on it through :class:`~recsys.data.chain_ranking.ChainDataModule` unchanged:
+its training split is the memory's slots, validation and test are the source's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from recsys.data.errors import DataError
+from recsys.data.manifest import MANIFEST, Manifest, staged_folder
+from recsys.distill.stream import ChainStream
+
+MEMORY_FILE = "memory.parquet"
+_ONE = float(np.log(np.expm1(1.0)))  # softplus^-1(1): a new slot's weight logit
+
+
+@dataclass
+class Memory:
+    """Slots as positions into the stream (:attr:`ChainStream.rows`), with their learnable parameters."""
+
+    positions: torch.Tensor  # [m] int64
+    label_logits: torch.Tensor  # [m, K]
+    weight_logits: torch.Tensor  # [m]
+
+    @classmethod
+    def from_samples(cls, positions: np.ndarray | torch.Tensor, labels: torch.Tensor, smoothing: float = 0.05) -> Memory:
+        """New slots holding real samples: soft labels start at the (smoothed) hard labels, weights at 1."""
+        y = labels.float().clamp(smoothing, 1 - smoothing)
+        return cls(torch.as_tensor(positions, dtype=torch.long), torch.logit(y), torch.full((len(y),), _ONE))
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def soft_labels(self) -> torch.Tensor:
+        return torch.sigmoid(self.label_logits)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Positive weights, mean 1 (only their ratios matter to a weighted mean loss)."""
+        w = F.softplus(self.weight_logits)
+        return w / w.mean().clamp(min=1e-12)
+
+    def concat(self, other: Memory) -> Memory:
+        return Memory(torch.cat([self.positions, other.positions]), torch.cat([self.label_logits, other.label_logits]),
+                      torch.cat([self.weight_logits, other.weight_logits]))
+
+    def replace(self, slots: torch.Tensor, new: Memory) -> Memory:
+        """A copy with ``slots`` overwritten by ``new``'s slots (same count)."""
+        out = Memory(self.positions.clone(), self.label_logits.clone(), self.weight_logits.clone())
+        out.positions[slots], out.label_logits[slots], out.weight_logits[slots] = new.positions, new.label_logits, new.weight_logits
+        return out
+
+    def save(self, path: Path) -> None:
+        """Safetensors, written to a temporary name then renamed (a stage file is complete or absent)."""
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file({"positions": self.positions.contiguous(), "label_logits": self.label_logits.contiguous(),
+                   "weight_logits": self.weight_logits.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Memory:
+        t = load_file(str(path))
+        return cls(t["positions"], t["label_logits"], t["weight_logits"])
+
+
+def _link_tree(source: Path, target: Path, skip: set[str]) -> None:
+    for path in source.rglob("*"):
+        rel = path.relative_to(source)
+        if rel.parts[0] in skip or path.is_dir():
+            continue
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:  # another file system: copy
+            shutil.copy2(path, dest)
+
+
+def write_memory_dataset(stream: ChainStream, memory: Memory, out: Path, meta: dict[str, Any],
+                         stages: Path | None = None) -> Path:
+    """Write ``memory`` over ``stream``'s dataset as a prepared dataset at ``out`` (atomically); ``stages``
+    (a folder of per-stage files) is copied in as ``out/stages``."""
+    source = stream.dataset.path
+    out = Path(out)
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--out {out} is the source dataset itself")
+    chains = stream.tables.chains
+    rows = stream.rows[memory.positions.numpy()]
+    soft, weights = memory.soft_labels.detach().numpy(), memory.weights.detach().numpy()
+    frame = pl.DataFrame({
+        "chain": rows.astype(np.int64), "user": chains.user[rows], "item": chains.item[rows], "start": chains.start[rows],
+        **{f"soft_{a}": soft[:, i].astype(np.float32) for i, a in enumerate(stream.actions)},
+        "weight": weights.astype(np.float32),
+    })
+    with staged_folder(out) as tmp:
+        _link_tree(source, tmp, skip={MANIFEST, MEMORY_FILE, "stages"})
+        frame.write_parquet(tmp / MEMORY_FILE)
+        if stages is not None:
+            shutil.copytree(stages, tmp / "stages")
+        manifest = Manifest.read(source)
+        manifest.extra = {**manifest.extra, "memory": {**meta, "slots": len(memory), "stream_chains": stream.size,
+                                                       "source": str(source), "fingerprint": stream.fingerprint()}}
+        manifest.write(tmp)
+    return out
+
+
+def check_memory_of(memory_dir: Path, stream: ChainStream) -> dict[str, Any]:
+    """The memory's metadata, after checking that it was built on ``stream``'s dataset."""
+    meta = Manifest.read(Path(memory_dir)).extra.get("memory")
+    if meta is None:
+        raise DataError(memory_dir, "not a distilled memory (its manifest has no 'memory' entry)")
+    if meta["fingerprint"] != stream.fingerprint():
+        raise DataError(memory_dir, f"built on another dataset ({meta['source']}: vocabularies "
+                                    f"{meta['fingerprint']['vocab_sizes']}), not on {stream.dataset.path} "
+                                    f"(vocabularies {stream.fingerprint()['vocab_sizes']})")
+    return meta

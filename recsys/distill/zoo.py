@@ -1,0 +1,150 @@
+"""The architecture zoo: train each configuration from scratch on full data and on memories, and compare
+the rankings (issue #8 Sec. 3). This is what a distilled memory is for: choosing an architecture without
+training every candidate on the whole stream.
+
+A zoo file (YAML) names configurations of the toolkit's chain-ranking models::
+
+    recipe: {lr: 0.003, muon_lr: 0.005}           # init args every entry gets (an entry's own win)
+    entries:
+      - {name: din-d16, model: DIN, init_args: {dim: 16}}
+      - {name: a2gen-d32, model: A2Gen, init_args: {dim: 32}}
+
+Every configuration trains a fixed number of epochs through Lightning (no early stopping, so the cost is
+what the data asks for) and is scored on the source's test split: the main label's AUC, GAUC and LogLoss.
+Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from torchmetrics.functional.regression import kendall_rank_corrcoef, spearman_corrcoef
+
+from recsys.data.chain_ranking import ChainDataModule
+from recsys.data.errors import DataError
+
+
+def registered_models() -> dict[str, type]:
+    from recsys.models.a2gen import A2GenModule
+    from recsys.models.din import DIN
+    from recsys.models.mmoe import MMoE
+    from recsys.models.ple import PLE
+
+    return {"A2Gen": A2GenModule, "MMoE": MMoE, "PLE": PLE, "DIN": DIN}
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    model: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
+def load_zoo(path: str | Path) -> list[ZooEntry]:
+    """Entries of a zoo file, checked: names unique, every model registered, recipe merged in."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "zoo file not found")
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list) or not doc["entries"]:
+        raise DataError(path, "expected a mapping with a non-empty 'entries' list")
+    recipe = doc.get("recipe") or {}
+    models = registered_models()
+    entries, seen = [], set()
+    for i, raw in enumerate(doc["entries"]):
+        if not isinstance(raw, dict) or "name" not in raw or "model" not in raw:
+            raise DataError(path, f"entry {i}: expected name, model and optional init_args, got {raw!r}")
+        if raw["model"] not in models:
+            raise DataError(path, f"entry {i} ({raw['name']}): model {raw['model']!r} is not registered; "
+                                  f"registered: {sorted(models)}")
+        if raw["name"] in seen:
+            raise DataError(path, f"entry {i}: duplicate name {raw['name']!r}")
+        seen.add(raw["name"])
+        entries.append(ZooEntry(raw["name"], raw["model"], {**recipe, **(raw.get("init_args") or {})}))
+    return entries
+
+
+def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: int, seed: int,
+                main_label: str) -> dict[str, float]:
+    """Train one configuration from scratch on ``data`` (a prepared dataset or a memory); its test
+    metrics for the main label and its training cost."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run is ours to print
+    L.seed_everything(seed, verbose=False)
+    dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed)
+    model = registered_models()[entry.model](dm.feature_cardinalities, dm.spec_dict, **entry.init_args)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+    started = time.perf_counter()
+    trainer.fit(model, dm)
+    seconds = time.perf_counter() - started
+    result = trainer.test(model, dm, verbose=False)[0]
+    return {"auc": result[f"test/auc/{main_label}"], "gauc": result[f"test/gauc/{main_label}"],
+            "logloss": result[f"test/logloss/{main_label}"], "train_seconds": seconds,
+            "train_samples": float(epochs * len(dm.samples("train")))}
+
+
+def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]:
+    """Kendall tau-b, Spearman rho and top-1 agreement of two score lists over the same configurations."""
+    a, b = torch.tensor(full, dtype=torch.float64), torch.tensor(other, dtype=torch.float64)
+    return {"tau": float(kendall_rank_corrcoef(b, a)), "rho": float(spearman_corrcoef(b, a)),
+            "top1": float(int(a.argmax()) == int(b.argmax()))}
+
+
+def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
+            memory_epochs: int = 10, batch_size: int = 512, memory_batch_size: int = 64, seed: int = 0,
+            full_results: dict[str, dict[str, float]] | None = None,
+            log=print) -> dict[str, Any]:  # noqa: ANN001
+    """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
+    per-entry metrics and, per memory, the ranking agreement with full data and the cost ratios."""
+    from recsys.distill.memory import check_memory_of
+    from recsys.distill.stream import ChainStream
+
+    stream = ChainStream(str(data))
+    metas = {str(m): check_memory_of(m, stream) for m in memories}
+    main = stream.main_label
+    for meta in metas.values():
+        main = meta.get("main_label", main)
+    if full_results is None:
+        full_results = {}
+        for e in zoo:
+            full_results[e.name] = train_entry(e, data, epochs=full_epochs, batch_size=batch_size, seed=seed,
+                                               main_label=main)
+            log(f"full    {e.name:<16} auc {full_results[e.name]['auc']:.4f}  {full_results[e.name]['train_seconds']:.1f} s")
+    out: dict[str, Any] = {"main_label": main, "full": full_results, "memories": {}}
+    names = [e.name for e in zoo]
+    for mem in memories:
+        per = {}
+        for e in zoo:
+            per[e.name] = train_entry(e, mem, epochs=memory_epochs, batch_size=memory_batch_size, seed=seed,
+                                      main_label=main)
+            log(f"{Path(mem).name:<8} {e.name:<16} auc {per[e.name]['auc']:.4f}  {per[e.name]['train_seconds']:.1f} s")
+        agreement = ranking_agreement([full_results[n]["auc"] for n in names], [per[n]["auc"] for n in names])
+        cost = {
+            "samples_ratio": sum(full_results[n]["train_samples"] for n in names) / sum(per[n]["train_samples"] for n in names),
+            "seconds_ratio": sum(full_results[n]["train_seconds"] for n in names) / sum(per[n]["train_seconds"] for n in names),
+        }
+        out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
+                                    "entries": per, **agreement, **cost}
+    return out
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """A markdown table: each configuration's test AUC on full data and on each memory, then agreement rows."""
+    mems = list(result["memories"])
+    head = ["config", "full", *(f"{result['memories'][m]['meta']['method']} {result['memories'][m]['meta']['budget']:.2%}"
+                                for m in mems)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, full in result["full"].items():
+        lines.append("| " + " | ".join([name, f"{full['auc']:.4f}",
+                                        *(f"{result['memories'][m]['entries'][name]['auc']:.4f}" for m in mems)]) + " |")
+    for key, fmt in (("tau", "{:.3f}"), ("rho", "{:.3f}"), ("top1", "{:.0f}"), ("samples_ratio", "{:.1f}x"),
+                     ("seconds_ratio", "{:.1f}x")):
+        lines.append("| " + " | ".join([key, "", *(fmt.format(result["memories"][m][key]) for m in mems)]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""DIET on a small Tmall-format stream: budget, resume, meta-gradients, the memory as a prepared dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys.data.chain_ranking import ChainDataModule
+from recsys.distill import proxy
+from recsys.distill.diet import DIETConfig, fresh_proxy, inner_loop, run_diet
+from recsys.distill.memory import Memory
+from recsys.distill.stream import ChainStream
+
+CONFIG = DIETConfig(budget=0.05, block_days=28, inner_steps=6, unroll=3, outer_steps=2, outer_samples=512,
+                    replay=256, val_size=256, replace_fraction=0.1)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def stream(prepared_tmall: Path) -> ChainStream:
+    return ChainStream(str(prepared_tmall), block_days=CONFIG.block_days)
+
+
+@pytest.fixture(scope="module")
+def diet_memory(prepared_tmall: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("diet") / "memory"
+    run_diet(prepared_tmall, out, CONFIG, log=_quiet)
+    return out
+
+
+def test_stream_blocks_cover_the_training_split_in_time_order(stream: ChainStream) -> None:
+    chains = stream.tables.chains
+    assert stream.size == int((chains.split == 0).sum()) and len(stream) >= 3
+    starts = chains.start[stream.rows]
+    assert (np.diff(starts) >= 0).all()
+    assert sum(len(stream.block(b)) for b in range(len(stream))) == stream.size
+    x = stream.inputs()
+    assert len(x) == stream.size
+    np.testing.assert_array_equal(x.labels.numpy(), chains.occurred[stream.rows, :3].astype(np.float32))
+
+
+def test_memory_is_a_prepared_dataset_within_budget(diet_memory: Path, stream: ChainStream) -> None:
+    m = stream.budget_slots(CONFIG.budget)
+    frame = pl.read_parquet(diet_memory / "memory.parquet")
+    assert len(frame) == m and frame["chain"].n_unique() == m
+    assert frame["weight"].min() > 0 and abs(frame["weight"].mean() - 1) < 1e-4
+    soft = frame["soft_purchase"].to_numpy()
+    assert ((soft > 0) & (soft < 1)).all()
+    assert len(list((diet_memory / "stages").glob("stage_*.safetensors"))) == len(stream)
+    dm = ChainDataModule(diet_memory, batch_size=64)
+    assert len(dm.samples("train")) == m
+    assert len(dm.samples("test")) == len(ChainDataModule(stream.dataset.path).samples("test"))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.soft_labels.shape == (64, 3) and batch.weights.shape == (64,)
+    # the memory keeps the main label's rate of the stream (stratified selection), within a few slots
+    rate = float(stream.inputs().labels[:, stream.main].mean())
+    hard = stream.tables.chains.occurred[frame["chain"].to_numpy(), stream.main].mean()
+    assert abs(hard - rate) < 0.05
+
+
+def test_killed_run_resumes_to_the_identical_memory(prepared_tmall: Path, diet_memory: Path, tmp_path: Path) -> None:
+    out = tmp_path / "memory"
+    assert run_diet(prepared_tmall, out, CONFIG, log=_quiet, stop_after=2) is None
+    assert not out.exists()  # nothing half-written where the memory goes
+    lines: list[str] = []
+    run_diet(prepared_tmall, out, CONFIG, log=lines.append)
+    assert "resuming at stage 2" in lines[0]
+    assert pl.read_parquet(out / "memory.parquet").equals(pl.read_parquet(diet_memory / "memory.parquet"))
+
+
+def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
+    """d L_outer / d soft label through the unrolled inner loop, against a central difference."""
+    torch.manual_seed(0)
+    x = stream.inputs()
+    mem_x, out_x = x.take(torch.arange(0, 40)), x.take(torch.arange(100, 400))
+    init = {k: v.double() for k, v in fresh_proxy(stream, CONFIG, torch.Generator().manual_seed(1)).items()}
+    mem_x.slots, out_x.slots = mem_x.slots.double(), out_x.slots.double()
+    u = torch.logit(mem_x.labels.double().clamp(0.1, 0.9)).requires_grad_(True)
+    w = torch.ones(40, dtype=torch.float64)
+
+    def outer(labels_logit: torch.Tensor) -> torch.Tensor:
+        theta = inner_loop(init, mem_x, torch.sigmoid(labels_logit), w, steps=4, lr=1.0, unroll=4)
+        return proxy.weighted_bce(theta, out_x, out_x.labels.double())
+
+    (grad,) = torch.autograd.grad(outer(u), u)
+    eps = 1e-5
+    for i, k in [(0, 0), (3, 2), (17, 1)]:
+        du = torch.zeros_like(u)
+        du[i, k] = eps
+        numeric = (outer(u.detach() + du) - outer(u.detach() - du)) / (2 * eps)
+        assert float(grad[i, k]) == pytest.approx(float(numeric), rel=1e-4, abs=1e-9)
+    assert grad.abs().sum() > 0
+
+
+def test_bi_level_steps_lower_the_outer_loss_of_a_fixed_proxy(stream: ChainStream) -> None:
+    """A few meta-gradient steps on the soft labels and weights of a random memory lower the outer loss
+    of the inner-trained proxy (same initialisation each step, so the change is the memory's)."""
+    x = stream.inputs()
+    gen = torch.Generator().manual_seed(0)
+    memory = Memory.from_samples(torch.randperm(stream.size, generator=gen)[:150], x.labels[:0])  # placeholder
+    positions = torch.randperm(stream.size, generator=gen)[:150]
+    memory = Memory.from_samples(positions, x.labels[positions])
+    mem_x, out_x = x.take(memory.positions), x.take(torch.randperm(stream.size, generator=gen)[:1000])
+    init = fresh_proxy(stream, CONFIG, gen)
+    u = memory.label_logits.clone().requires_grad_(True)
+    v = memory.weight_logits.clone().requires_grad_(True)
+    opt = torch.optim.Adam([u, v], lr=0.1)
+    losses = []
+    for _ in range(15):
+        wts = torch.nn.functional.softplus(v)
+        theta = inner_loop(init, mem_x, torch.sigmoid(u), wts / wts.mean(), steps=10, lr=1.0, unroll=10)
+        loss = proxy.weighted_bce(theta, out_x, out_x.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.01
+
+
+def test_config_rejects_bad_values() -> None:
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="budget"):
+            DIETConfig(budget=bad)
+    with pytest.raises(ValueError, match="unroll"):
+        DIETConfig(inner_steps=5, unroll=6)

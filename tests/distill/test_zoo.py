@@ -1,0 +1,71 @@
+"""The zoo: shipped zoo files load, bad entries are refused, rankings compare, memories train every model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys.cli import main
+from recsys.data.errors import DataError
+from recsys.distill.baselines import select
+from recsys.distill.memory import write_memory_dataset
+from recsys.distill.stream import ChainStream
+from recsys.distill.zoo import compare, format_comparison, load_zoo, ranking_agreement, registered_models
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOOS = sorted((ROOT / "configs" / "distill").glob("zoo_*.yaml"))
+
+
+@pytest.mark.parametrize("path", ZOOS, ids=lambda p: p.name)
+def test_shipped_zoos_have_8_configs_over_4_models(path: Path) -> None:
+    entries = load_zoo(path)
+    assert len(entries) >= 8 and len({e.model for e in entries}) >= 4
+    for e in entries:
+        assert e.model in registered_models()
+
+
+def test_zoo_entry_naming_no_registered_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "zoo.yaml"
+    path.write_text("entries:\n  - {name: a, model: DIN}\n  - {name: b, model: Transformer9000}\n")
+    with pytest.raises(DataError, match=r"entry 1 \(b\): model 'Transformer9000' is not registered"):
+        load_zoo(path)
+
+
+def test_ranking_agreement() -> None:
+    assert ranking_agreement([0.6, 0.7, 0.8], [0.5, 0.55, 0.9]) == {"tau": 1.0, "rho": pytest.approx(1.0, abs=1e-5), "top1": 1.0}
+    r = ranking_agreement([0.6, 0.7, 0.8, 0.9], [0.6, 0.8, 0.7, 0.5])
+    assert r["tau"] == pytest.approx(-1 / 3) and r["top1"] == 0.0  # 2 concordant, 4 discordant pairs
+
+
+@pytest.fixture(scope="module")
+def random_memory(prepared_tmall: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    stream = ChainStream(str(prepared_tmall), block_days=28)
+    out = tmp_path_factory.mktemp("mem") / "random"
+    write_memory_dataset(stream, select(stream, "random", 0.1), out, {"method": "random", "budget": 0.1,
+                                                                       "main_label": "purchase"})
+    return out
+
+
+def test_compare_trains_each_model_on_full_data_and_memory(prepared_tmall: Path, random_memory: Path,
+                                                           tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("recipe: {lr: 0.003}\nentries:\n"
+                   "  - {name: din, model: DIN, init_args: {dim: 8}}\n"
+                   "  - {name: mmoe, model: MMoE, init_args: {dim: 8}}\n"
+                   "  - {name: a2gen, model: A2Gen, init_args: {dim: 8, heads: 2}}\n")
+    result = compare(prepared_tmall, [random_memory], load_zoo(zoo), full_epochs=1, memory_epochs=1, log=lambda s: None)
+    mem = result["memories"][str(random_memory)]
+    assert set(mem["entries"]) == {"din", "mmoe", "a2gen"}
+    assert -1.0 <= mem["tau"] <= 1.0
+    assert mem["samples_ratio"] == pytest.approx(10.0, rel=0.02)  # 10% memory, one epoch each
+    assert "| din |" in format_comparison(result)
+
+
+def test_memory_of_another_dataset_is_refused(prepared_kuairand: Path, random_memory: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    zoo = ZOOS[0]
+    code = main(["distill", "compare", "--data", str(prepared_kuairand), "--memories", f"[{random_memory}]",
+                 "--zoo", str(zoo)])
+    assert code == 1
+    assert "built on another dataset" in capsys.readouterr().err
