@@ -53,3 +53,13 @@ def test_baseline_command_writes_a_memory(prepared_tmall: Path, tmp_path: Path, 
                  "--budget", "0.02"]) == 0
     assert "slots (kcenter, 2.00%" in capsys.readouterr().out
     assert (out / "memory.parquet").is_file() and (out / "manifest.json").is_file()
+
+
+def test_diet_command_reports_each_stage_and_writes_a_memory(prepared_tmall: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mem"
+    assert main(["distill", "diet", "--data", str(prepared_tmall), "--out", str(out), "--budget", "0.03",
+                 "--block_days", "28", "--outer_steps", "1", "--inner_steps", "5", "--unroll", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "stage 0 (" in printed and "stage 2 (" in printed and "outer loss" in printed
+    assert (out / "memory.parquet").is_file() and not (tmp_path / ".mem.diet-work").exists()

@@ -1,0 +1,215 @@
+"""DIET vs its baselines on what a memory is for: ranking an architecture zoo like full data does (issue #8
+Sec. 3-4).
+
+For each seed: a synthetic Tmall-format (or ``--dataset kuairand-pure``) release (planted user/topic action styles, so the models truly
+differ), prepared; the zoo (``configs/distill/zoo_tmall.yaml``: 8 configurations of DIN, MMoE, PLE,
+A2Gen) trained from scratch on the full training stream and on every memory (DIET and each baseline, at
+each budget); test AUC of the main label (purchase); Kendall tau / Spearman rho / top-1 against the
+full-data ranking; training cost (samples, wall seconds) and the cost of building each memory. A
+reference: the same zoo on full data with another training seed, whose tau against the first shows how
+stable the full-data ranking itself is.
+
+    .venv/bin/python benchmarks/diet_ranking.py [--seeds 0 1 2] [--sweep-seeds 0]
+
+Results are cached per seed under ``--out`` (rerunning skips finished parts); writes ``results.md`` there
+and ``benchmarks/figures/diet_tau_budget_<dataset>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from recsys.data.demo import demo_dataset
+from recsys.distill.baselines import select
+from recsys.distill.diet import DIETConfig, run_diet
+from recsys.distill.memory import write_memory_dataset
+from recsys.distill.stream import ChainStream
+from recsys.distill.zoo import compare, load_zoo, ranking_agreement, train_entry
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("diet", "random", "reservoir", "herding", "kcenter", "influence")
+
+
+def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, block_days: int) -> float:
+    """Build (unless present) and return the build seconds (cached next to the memory)."""
+    stamp = out.parent / f"{out.name}.seconds"
+    if out.is_dir() and stamp.is_file():
+        return float(stamp.read_text())
+    started = time.perf_counter()
+    if method == "diet":
+        run_diet(data, out, DIETConfig(budget=budget, block_days=block_days, seed=seed), log=lambda s: None)
+    else:
+        stream = ChainStream(str(data), block_days=block_days)
+        write_memory_dataset(stream, select(stream, method, budget, seed), out,
+                             {"method": method, "budget": budget, "main_label": stream.main_label, "seed": seed})
+    seconds = time.perf_counter() - started
+    stamp.write_text(f"{seconds}")
+    return seconds
+
+
+def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
+    work = args.out / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "results.json"
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    data, _ = demo_dataset(args.out / "data", dataset=args.dataset, users=args.users, items=args.items, seed=seed,
+                           log=lambda s: None)
+    stream = ChainStream(str(data))
+    done["stream_chains"] = stream.size
+    done["main_label"] = stream.main_label
+    budgets = args.budgets if seed in args.sweep_seeds else [0.01]
+    kw = dict(full_epochs=args.full_epochs, memory_epochs=args.memory_epochs, batch_size=512,
+              memory_batch_size=args.memory_batch_size, seed=seed, log=print)
+    if "full" not in done:
+        done["full"] = compare(data, [], zoo, **kw)["full"]
+        cache.write_text(json.dumps(done, indent=1))
+    if seed in args.sweep_seeds and "full_reseeded" not in done:
+        done["full_reseeded"] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512, seed=seed + 100,
+                                                     main_label=stream.main_label) for e in zoo}
+        cache.write_text(json.dumps(done, indent=1))
+    done.setdefault("memories", {})
+    for budget in budgets:
+        for method in args.methods:
+            key = f"{method}@{budget}"
+            if key in done["memories"] or args.report_only:
+                continue
+            mem = work / f"{method}-{budget}"
+            build = build_memory(method, data, mem, budget, seed, args.block_days)
+            result = compare(data, [mem], zoo, full_results=done["full"], **kw)["memories"][str(mem)]
+            result["build_seconds"] = build
+            done["memories"][key] = result
+            cache.write_text(json.dumps(done, indent=1))
+            print(f"seed {seed} {key}: tau {result['tau']:.3f} rho {result['rho']:.3f} top1 {result['top1']:.0f} "
+                  f"samples {result['samples_ratio']:.1f}x seconds {result['seconds_ratio']:.1f}x build {build:.1f} s",
+                  flush=True)
+    return done
+
+
+def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str:
+    names = [e.name for e in zoo]
+    seeds = sorted(results)
+    lines = [f"Zoo {args.zoo.name} ({len(zoo)} configurations), {args.dataset}-format u{args.users} i{args.items}, "
+             f"blocks of {args.block_days} days, full data {args.full_epochs} epochs (batch 512), memories "
+             f"{args.memory_epochs} epochs (batch {args.memory_batch_size}); test AUC of "
+             f"{results[seeds[0]].get('main_label', 'purchase')}.", ""]
+    lines.append("Training chains per seed: " + ", ".join(f"{results[s]['stream_chains']:,}" for s in seeds))
+    lines += ["", "At a 1% budget (mean ± sd over seeds " + ", ".join(map(str, seeds)) + "):", "",
+              "| memory | Kendall tau | Spearman rho | top-1 | zoo mean AUC | train samples (full / memory) | train seconds (full / memory) | build s | (build + zoo) / full |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for method in args.methods:
+        rows = [results[s]["memories"].get(f"{method}@0.01") for s in seeds]
+        rows = [r for r in rows if r]
+        if not rows:
+            continue
+
+        def ms(key: str, rows: list = rows) -> str:
+            v = [r[key] for r in rows]
+            return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+        full_s = statistics.mean(sum(results[s]["full"][n]["train_seconds"] for n in names) for s in seeds)
+        mem_s = statistics.mean(sum(r["entries"][n]["train_seconds"] for n in names) for r in rows)
+        build = statistics.mean(r["build_seconds"] for r in rows)
+        for r in rows:
+            r["zoo_auc"] = statistics.mean(r["entries"][n]["auc"] for n in names)
+        lines.append(f"| {method} | {ms('tau')} | {ms('rho')} | {ms('top1')} | {ms('zoo_auc')} | "
+                     f"{statistics.mean(r['samples_ratio'] for r in rows):.1f}x | "
+                     f"{statistics.mean(r['seconds_ratio'] for r in rows):.1f}x | {build:.1f} | "
+                     f"{full_s / (build + mem_s):.1f}x |")
+    zoo_full = [statistics.mean(results[s]["full"][n]["auc"] for n in names) for s in seeds]
+    lines.append(f"| full data | 1 | 1 | 1 | {statistics.mean(zoo_full):.3f} | 1x | 1x | | |")
+    for s in seeds:
+        if "full_reseeded" in results[s]:
+            full = [results[s]["full"][n]["auc"] for n in names]
+            again = [results[s]["full_reseeded"][n]["auc"] for n in names]
+            r = ranking_agreement(full, again)
+            lines += ["", f"Reference (seed {s}): full data trained again with another seed: tau {r['tau']:.3f}, "
+                          f"rho {r['rho']:.3f}, top-1 {r['top1']:.0f}. Against the mean AUC of the two full-data "
+                          "runs (a steadier reference), 1% memories:", ""]
+            mean_full = [(a + b) / 2 for a, b in zip(full, again)]
+            for m in args.methods:
+                mem = results[s]["memories"].get(f"{m}@0.01")
+                if mem:
+                    r = ranking_agreement(mean_full, [mem["entries"][n]["auc"] for n in names])
+                    lines.append(f"- {m}: tau {r['tau']:.3f}, rho {r['rho']:.3f}, top-1 {r['top1']:.0f}")
+    s0 = seeds[0]
+    present = [m for m in args.methods if f"{m}@0.01" in results[s0]["memories"]]
+    for metric in ("auc", "gauc"):
+        lines += ["", f"Test {metric.upper()} per configuration, seed {s0}, 1% memories:", "",
+                  "| config | full | " + " | ".join(present) + " |", "|---" * (2 + len(present)) + "|"]
+        for n in names:
+            cells = [f"{results[s0]['memories'][f'{m}@0.01']['entries'][n][metric]:.4f}" for m in present]
+            lines.append(f"| {n} | {results[s0]['full'][n][metric]:.4f} | " + " | ".join(cells) + " |")
+    sweep = [s for s in seeds if s in args.sweep_seeds]
+    if sweep:
+        lines += ["", f"Kendall tau against budget (seed {sweep[0]}):", "",
+                  "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |", "|---" * (1 + len(args.budgets)) + "|"]
+        for m in args.methods:
+            cells = [results[sweep[0]]["memories"].get(f"{m}@{b}") for b in args.budgets]
+            lines.append(f"| {m} | " + " | ".join(f"{c['tau']:.3f}" if c else "" for c in cells) + " |")
+        lines += ["", f"Mean test AUC of the zoo trained on the memory, against budget (seed {sweep[0]}; full data: "
+                      f"{zoo_full[seeds.index(sweep[0])]:.4f}):", "",
+                  "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |", "|---" * (1 + len(args.budgets)) + "|"]
+        for m in args.methods:
+            cells = [results[sweep[0]]["memories"].get(f"{m}@{b}") for b in args.budgets]
+            lines.append(f"| {m} | " + " | ".join(
+                f"{statistics.mean(c['entries'][n]['auc'] for n in names):.4f}" if c else "" for c in cells) + " |")
+        plot(args, results[sweep[0]], sweep[0])
+    return "\n".join(lines) + "\n"
+
+
+def plot(args: argparse.Namespace, result: dict, seed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in args.methods:
+        pts = [(b * 100, result["memories"][f"{m}@{b}"]["tau"]) for b in args.budgets if f"{m}@{b}" in result["memories"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=m)
+    ax.set_xscale("log")
+    ax.set_xticks([b * 100 for b in args.budgets], [f"{b * 100:g}" for b in args.budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("memory budget (% of the training stream)")
+    ax.set_ylabel("Kendall tau vs full-data ranking")
+    ax.set_title(f"Architecture ranking from a memory ({args.dataset}-format, seed {seed})")
+    ax.axhline(0.8, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = ROOT / "benchmarks" / "figures" / f"diet_tau_budget_{args.dataset.split('-')[0]}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sweep-seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.0025, 0.005, 0.01, 0.02, 0.05])
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--dataset", default="tmall", choices=["tmall", "kuairand-pure"])
+    p.add_argument("--zoo", type=Path, default=None, help="default: configs/distill/zoo_<tmall|kuairand>.yaml")
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--block-days", type=int, default=7)
+    p.add_argument("--full-epochs", type=int, default=2)
+    p.add_argument("--memory-epochs", type=int, default=6)
+    p.add_argument("--memory-batch-size", type=int, default=32)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "diet")
+    p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
+    args = p.parse_args()
+    args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
+    zoo = load_zoo(args.zoo)
+    results = {s: run_seed(args, s, zoo) for s in args.seeds}
+    text = report(args, results, zoo)
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
