@@ -208,7 +208,6 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         take = stratified_top(new_scores, new_main, free)
         memory = memory.concat(Memory.from_samples(block[take.numpy()], new_x.labels[take]))
         slot_scores = torch.cat([slot_scores, new_scores[take]])
-        new_scores = new_scores.clone()
         new_scores[take] = -math.inf  # taken
         added = len(take)
     replaced = 0
@@ -235,7 +234,6 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
 
     # keep the main label's rate of the stream seen so far: the least influential slots of a stratum in
     # surplus give way to the most influential new samples of the stratum in deficit
-    new_scores = new_scores.clone()
     for short, extra in ((0, 1), (1, 0)):
         need = min(int(target[short]) - int((slot_main == short).sum()),
                    int((slot_main == extra).sum()) - int(target[extra]), budget - replaced)

@@ -111,20 +111,19 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     main = stream.main_label
     for meta in metas.values():
         main = meta.get("main_label", main)
-    if full_results is None:
-        full_results = {}
+    def train_all(path: str | Path, tag: str, epochs: int, batch: int) -> dict[str, dict[str, float]]:
+        results = {}
         for e in zoo:
-            full_results[e.name] = train_entry(e, data, epochs=full_epochs, batch_size=batch_size, seed=seed,
-                                               main_label=main)
-            log(f"full    {e.name:<16} auc {full_results[e.name]['auc']:.4f}  {full_results[e.name]['train_seconds']:.1f} s")
+            r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed, main_label=main)
+            log(f"{tag:<8} {e.name:<16} auc {r['auc']:.4f}  {r['train_seconds']:.1f} s")
+        return results
+
+    if full_results is None:
+        full_results = train_all(data, "full", full_epochs, batch_size)
     out: dict[str, Any] = {"main_label": main, "full": full_results, "memories": {}}
     names = [e.name for e in zoo]
     for mem in memories:
-        per = {}
-        for e in zoo:
-            per[e.name] = train_entry(e, mem, epochs=memory_epochs, batch_size=memory_batch_size, seed=seed,
-                                      main_label=main)
-            log(f"{Path(mem).name:<8} {e.name:<16} auc {per[e.name]['auc']:.4f}  {per[e.name]['train_seconds']:.1f} s")
+        per = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size)
         agreement = ranking_agreement([full_results[n]["auc"] for n in names], [per[n]["auc"] for n in names])
         cost = {
             "samples_ratio": sum(full_results[n]["train_samples"] for n in names) / sum(per[n]["train_samples"] for n in names),

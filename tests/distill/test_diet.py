@@ -104,7 +104,6 @@ def test_bi_level_steps_lower_the_outer_loss_of_a_fixed_proxy(stream: ChainStrea
     of the inner-trained proxy (same initialisation each step, so the change is the memory's)."""
     x = stream.inputs()
     gen = torch.Generator().manual_seed(0)
-    memory = Memory.from_samples(torch.randperm(stream.size, generator=gen)[:150], x.labels[:0])  # placeholder
     positions = torch.randperm(stream.size, generator=gen)[:150]
     memory = Memory.from_samples(positions, x.labels[positions])
     mem_x, out_x = x.take(memory.positions), x.take(torch.randperm(stream.size, generator=gen)[:1000])
