@@ -169,8 +169,9 @@ def export(
         checkpoint: a GEMs checkpoint written by ``recsys fit``.
         out: the artifact folder (written atomically).
         quantize: ``fp8``: attention and FFN linears in FP8 E4M3 (per-channel weight scales, per-token
-            activation scales); the rest stays fp32.
-        precision: without quantization, the precision of every weight.
+            activation scales); the rest stays in ``precision``.
+        precision: the precision of every weight (with ``--quantize fp8``: of every weight not in FP8;
+            ``bf16`` is the GPU serving setting, ``fp32`` the exact reference).
         mid: the mid-term window (default: the data module's, saved in the checkpoint).
         stage: 3 reads the mid-term stream through the indexer's top-K, 1 densely.
         device: where the programs are traced and will run (``cuda``: FP8 linears use ``torch._scaled_mm``
@@ -181,7 +182,8 @@ def export(
     manifest = export_checkpoint(checkpoint, out, quantize=quantize, precision=precision, mid=mid, stage=stage,
                                  device=device)
     total = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"wrote {out} ({len(manifest['files'])} files, {total / 1e6:.2f} MB, {manifest['precision']})")
+    print(f"wrote {out} ({len(manifest['files'])} files, {total / 1e6:.2f} MB, {manifest['precision']}, "
+          f"activations in {manifest['dtype']})")
     q = manifest["quantization"]
     if q:
         print(f"FP8 linears: {len(q['linears'])}, {q['quantized_bytes_fp32']:,} -> {q['quantized_bytes_fp8']:,} bytes "
@@ -205,7 +207,7 @@ def serve_bench(
     """
     from recsys.quant.serve_bench import serve_bench as run
 
-    print(run(artifacts, beams, batches, repeats))
+    run(artifacts, beams, batches, repeats)  # prints each row as it is measured
 
 
 def distill_diet(

@@ -69,6 +69,19 @@ class GEMsConfig:
     cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
     dropout: float = 0.1
 
+    @classmethod
+    def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int]) -> GEMsConfig:
+        """The config a :class:`~recsys.models.gems_module.GEMsModule` with these hyperparameters builds
+        (what its checkpoints save), so that a checkpoint can be rebuilt without Lightning."""
+        cards = dict(hparams["cardinalities"])
+        streams = tuple(hparams.get("streams", STREAMS))
+        names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
+                 "summary_tokens", "dropout")
+        return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
+                   codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
+                   cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
+                   **{k: hparams[k] for k in names if k in hparams})
+
 
 class EventEmbedding(nn.Module):
     """An event = item + author (if any) + its action bits (a sum of bit embeddings) + its age bucket.

@@ -84,13 +84,7 @@ class GEMsModule(L.LightningModule):
         self.register_buffer("sid_codes", self.semantic_ids.codes.clone(), persistent=False)
         self.codebook_sizes = tuple(int(c) for c in self.semantic_ids.codebook_sizes)
         self.trie = self.semantic_ids.trie()
-        num_items = int(next(v for k, v in cardinalities.items() if k in STREAMS))
-        self.model = GEMs(GEMsConfig(
-            num_items=num_items, codebook_sizes=self.codebook_sizes, dim=dim, heads=heads, layers=layers,
-            encoder_layers=encoder_layers, streams=tuple(streams), recent=recent, indexer_heads=indexer_heads,
-            indexer_dim=indexer_dim, top_k=top_k, summary_tokens=summary_tokens,
-            cardinalities={k: v for k, v in cardinalities.items() if k.split("_")[0] in streams}, dropout=dropout,
-        ))
+        self.model = GEMs(GEMsConfig.from_hparams(dict(self.hparams), self.codebook_sizes))
         self.val_metrics, self.test_metrics = SumMetric(), SumMetric()
 
     @property

@@ -23,6 +23,7 @@ from recsys.quant.artifact import save_program, staging, write_manifest_and_comm
 from recsys.quant.ptq import Fp8Config, quantize_fp8
 
 Precision = Literal["fp32", "bf16", "fp8"]
+Base = Literal["fp32", "bf16"]
 
 
 def _example_windows(gems, recent: int, mid: int, batch: int, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -46,27 +47,37 @@ def _example_windows(gems, recent: int, mid: int, batch: int, dtype: torch.dtype
     return out
 
 
-def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int | None = None, mid: int = 1024,
-                stage: int = 3, item_author: torch.Tensor | None = None, fp8: Fp8Config | None = None,
-                device: str = "cpu") -> dict:
-    """Write a GEMs serving artifact for ``module`` (a :class:`GEMsModule`) to ``out``; returns the manifest.
+def _cast(model: torch.nn.Module, precision: Precision, base: Base, fp8: Fp8Config | None):
+    """``model`` in its serving precision: every floating tensor in ``base`` (fp32 or bf16), then, for
+    ``fp8``, the selected linears in E4M3. Returns the model, the FP8 report (or ``None``) and the dtype
+    activations flow in."""
+    dtype = torch.bfloat16 if "bf16" in (precision, base) else torch.float32
+    if dtype == torch.bfloat16:
+        edges = getattr(getattr(model, "events", None), "edges", None)
+        model = model.to(torch.bfloat16)
+        if edges is not None:
+            model.events.edges = edges  # GEMs' age-bucket boundaries stay exact (ages are fp32 inputs)
+    report = quantize_fp8(model, fp8 or Fp8Config()) if precision == "fp8" else None
+    return model, report, dtype
 
-    ``device``: where the programs are traced and will run (``cuda``: FP8 linears use ``torch._scaled_mm``
-    when the GPU has FP8 tensor cores, the ``auto`` backend). ``recent`` / ``mid``: the windows the data
-    module used (requests are padded to them; ``recent`` defaults to the model's); ``stage``: 3 reads the
-    mid-term stream through the indexer's top-K (as trained), 1 densely."""
+
+def export_gems(module, out: Path, *, precision: Precision = "fp32", base: Base = "fp32", recent: int | None = None,
+                mid: int = 1024, stage: int = 3, item_author: torch.Tensor | None = None,
+                fp8: Fp8Config | None = None, device: str = "cpu") -> dict:
+    """Write a GEMs serving artifact for ``module`` (a :class:`GEMsModule`, or anything with its ``model``
+    and ``semantic_ids``) to ``out``; returns the manifest.
+
+    ``precision``: ``fp8`` quantizes the linears :class:`Fp8Config` selects, and ``base`` is the precision of
+    everything else (``bf16`` on GPUs: FP8 GEMMs with bf16 activations, the paper's setting; ``fp32`` by
+    default, the exact reference). ``device``: where the programs are traced and will run (``cuda``: FP8
+    linears use ``torch._scaled_mm`` when the GPU has FP8 tensor cores, the ``auto`` backend). ``recent`` /
+    ``mid``: the windows the data module used (requests are padded to them; ``recent`` defaults to the
+    model's); ``stage``: 3 reads the mid-term stream through the indexer's top-K (as trained), 1 densely."""
     from recsys.quant.gems_serving import GEMsEncode, GEMsFold, GEMsStep, stream_inputs
 
     gems = copy.deepcopy(module.model).to(device).eval()
     gems.topk_union = False  # static shapes for torch.export (same numbers)
-    report = None
-    if precision == "fp8":
-        report = quantize_fp8(gems, fp8 or Fp8Config())
-    elif precision == "bf16":
-        edges = gems.events.edges
-        gems = gems.to(torch.bfloat16)
-        gems.events.edges = edges  # age-bucket boundaries stay exact (ages are fp32 inputs)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gems, report, dtype = _cast(gems, precision, base, fp8)
     cfg = gems.config
     recent = recent or cfg.recent
     if "mid" in cfg.streams and mid <= cfg.top_k and stage >= 3:
@@ -113,6 +124,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", recent: int
         manifest = {
             "model": "gems",
             "precision": precision,
+            "dtype": str(dtype).removeprefix("torch."),
             "device": torch.device(device).type,
             "config": {"dim": cfg.dim, "heads": cfg.heads, "layers": len(gems.blocks), "streams": list(cfg.streams),
                        "codebook_sizes": list(cfg.codebook_sizes), "num_items": cfg.num_items, "recent": recent,
@@ -138,18 +150,14 @@ def a2gen_example(model, candidates: int = 3, history: int = 4, tags: int = 2) -
             "history_length": torch.tensor([history])}
 
 
-def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Config | None = None,
-                 device: str = "cpu") -> dict:
+def export_a2gen(module, out: Path, *, precision: Precision = "fp32", base: Base = "fp32",
+                 fp8: Fp8Config | None = None, device: str = "cpu") -> dict:
     """Write an A2Gen serving artifact (one ``score`` program, :mod:`recsys.quant.a2gen_serving`), traced on
-    ``device``."""
+    ``device``; ``precision`` and ``base`` as in :func:`export_gems`."""
     from recsys.quant.a2gen_serving import A2GenScore
 
     model = copy.deepcopy(module.model).to(device).eval()
-    report = None
-    if precision == "fp8":
-        report = quantize_fp8(model, fp8 or Fp8Config())
-    elif precision == "bf16":
-        model = model.to(torch.bfloat16)
+    model, report, dtype = _cast(model, precision, base, fp8)
     score = A2GenScore(model)
     out = Path(out)
     with staging(out) as tmp:
@@ -170,6 +178,7 @@ def export_a2gen(module, out: Path, *, precision: Precision = "fp32", fp8: Fp8Co
         manifest = {
             "model": "a2gen",
             "precision": precision,
+            "dtype": str(dtype).removeprefix("torch."),
             "device": torch.device(device).type,
             "config": {"dim": model.dim, "variant": model.variant, "actions": list(spec.actions),
                        "terminal": spec.terminal, "slots": model.n, "time_unit": spec.time_unit,
@@ -204,12 +213,12 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     hp = raw.get("hyper_parameters", {})
-    precision = "fp8" if quantize == "fp8" else precision
+    base, precision = precision, ("fp8" if quantize == "fp8" else precision)  # fp8: ``precision`` is the rest's
     if "spec" in hp and "variant" in hp:
         from recsys.models.a2gen import A2GenModule
 
         module = A2GenModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
-        return export_a2gen(module, out, precision=precision, device=device)
+        return export_a2gen(module, out, precision=precision, base=base, device=device)
     if "semantic_ids" not in hp:
         raise ValueError(f"{checkpoint}: neither a GEMs nor an A2Gen checkpoint (the models export supports)")
     from recsys.data.prepared import PreparedDataset
@@ -223,5 +232,5 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
     if "recent_author" in module.hparams.cardinalities:
         items = PreparedDataset(Path(module.hparams.semantic_ids).parent.parent).items()
         item_author = torch.from_numpy(items["author"].to_numpy()).long()
-    return export_gems(module, out, precision=precision, recent=recent, mid=mid, stage=stage, item_author=item_author,
-                       device=device)
+    return export_gems(module, out, precision=precision, base=base, recent=recent, mid=mid, stage=stage,
+                       item_author=item_author, device=device)

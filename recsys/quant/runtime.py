@@ -33,6 +33,14 @@ def _device(manifest: dict, folder: Path) -> torch.device:
     return device
 
 
+def _dtype(manifest: dict) -> torch.dtype:
+    """The dtype activations flow in (an fp8 artifact's unquantized part may be bf16 or fp32)."""
+    name = manifest.get("dtype", "bfloat16" if manifest["precision"] == "bf16" else "float32")
+    if name not in ("float32", "bfloat16"):
+        raise ArtifactError(f"unknown activation dtype {name!r} in the manifest")
+    return getattr(torch, name)
+
+
 def load_runtime(folder: str | Path) -> GEMsRuntime | A2GenRuntime:
     """The runtime of whatever model the artifact holds."""
     manifest = read_verified_manifest(Path(folder))
@@ -49,7 +57,7 @@ class GEMsRuntime:
         self.config = manifest["config"]
         self.semantic_ids, self.trie = semantic_ids, semantic_ids.trie()
         self.item_author = item_author
-        self.dtype = torch.bfloat16 if manifest["precision"] == "bf16" else torch.float32
+        self.dtype = _dtype(manifest)
         self.device = _device(manifest, folder)
         self.trie = self.trie.to(self.device)
 

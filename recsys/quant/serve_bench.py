@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,15 +36,21 @@ def _requests(runtime: GEMsRuntime, batch: int, seed: int) -> tuple[list[dict], 
     return histories, (states or None)
 
 
-def serve_bench(artifacts: list[Path], beams: list[int], batches: list[int], repeats: int = 5, seed: int = 0) -> str:
+def serve_bench(artifacts: list[Path], beams: list[int], batches: list[int], repeats: int = 5, seed: int = 0,
+                log: Callable[[str], None] = print) -> str:
+    """The Markdown table; each line also goes to ``log`` as it is measured."""
     runtimes = {}
     for path in artifacts:
         runtime = GEMsRuntime.load(path)
         runtimes[f"{Path(path).name} ({runtime.manifest['precision']})"] = runtime
     sizes = {name: sum(e["bytes"] for e in r.manifest["files"].values()) for name, r in runtimes.items()}
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats} after a warm-up; "
+    device = next(iter(runtimes.values())).device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    lines = [f"torch {torch.__version__}, {where}; median of {repeats} after a warm-up; "
              "users with full recent and mid-term windows and a cached lifecycle state.", "",
              "| artifact | MB on disk | beam | batch | latency (ms) | users / s |", "| :-- | --: | --: | --: | --: | --: |"]
+    for line in lines:
+        log(line)
     for beam in beams:
         for batch in batches:
             for name, runtime in runtimes.items():
@@ -56,5 +63,5 @@ def serve_bench(artifacts: list[Path], beams: list[int], batches: list[int], rep
                     times.append(time.perf_counter() - started)
                 ms = 1000 * statistics.median(times)
                 lines.append(f"| {name} | {sizes[name] / 1e6:.2f} | {beam} | {batch} | {ms:.1f} | {batch / ms * 1000:.1f} |")
-                print(lines[-1], flush=True)
+                log(lines[-1])
     return "\n".join(lines)

@@ -42,8 +42,11 @@ def artifacts(gems_module_and_batch, tmp_path_factory):
 
     items = PreparedDataset(__import__("pathlib").Path(module.hparams.semantic_ids).parent.parent).items()
     author = torch.from_numpy(items["author"].to_numpy()).long() if "author" in items.columns else None
-    return {p: (export_gems(module, root / p, precision=p, recent=8, mid=32, item_author=author), root / p)
-            for p in ("fp32", "fp8")}
+    out = {p: (export_gems(module, root / p, precision=p, recent=8, mid=32, item_author=author), root / p)
+           for p in ("fp32", "fp8")}
+    out["fp8-bf16"] = (export_gems(module, root / "fp8-bf16", precision="fp8", base="bf16", recent=8, mid=32,
+                                   item_author=author), root / "fp8-bf16")
+    return out
 
 
 def test_runtime_recommends_what_the_model_recommends(gems_module_and_batch, artifacts):
@@ -70,6 +73,28 @@ def test_fp8_artifact_is_small_and_close(gems_module_and_batch, artifacts):
     got, _ = GEMsRuntime.load(folder).recommend(_histories(batch, module), k=20)
     overlap = torch.tensor([len(set(a[:10].tolist()) & set(b[:10].tolist())) / 10 for a, b in zip(items, got)])
     assert overlap.mean() >= 0.8
+
+
+def test_fp8_with_bf16_rest_runs_in_bf16_and_agrees(gems_module_and_batch, artifacts):
+    """FP8 linears with everything else in bf16 (the GPU serving setting): bf16 weights and states, FP8
+    linears, and answers close to fp32's."""
+    module, batch = gems_module_and_batch
+    manifest, folder = artifacts["fp8-bf16"]
+    assert (manifest["precision"], manifest["dtype"]) == ("fp8", "bfloat16")
+    from safetensors import safe_open
+
+    with safe_open(folder / "weights.safetensors", "pt") as f:
+        assert f.get_tensor("gems.blocks.0.self_attn.q.weight").dtype == torch.float8_e4m3fn
+        assert f.get_tensor("gems.blocks.0.self_attn.q.bias").dtype == torch.bfloat16
+        assert f.get_tensor("gems.final_norm.weight").dtype == torch.bfloat16
+    runtime = GEMsRuntime.load(folder)
+    assert runtime.dtype == torch.bfloat16
+    histories = _histories(batch, module)
+    assert runtime.fold({k: v[:5] for k, v in histories[0].items()})[0].dtype == torch.bfloat16
+    items, _, _ = module.recommend(batch, beam_width=20, stage=3)
+    got, _ = runtime.recommend(histories, k=20)
+    overlap = torch.tensor([len(set(a[:10].tolist()) & set(b[:10].tolist())) / 10 for a, b in zip(items, got)])
+    assert overlap.mean() >= 0.7
 
 
 def test_lifecycle_fold_then_cached_state_gives_the_same_answer(gems_module_and_batch, artifacts):
