@@ -8,6 +8,8 @@ chain ``start -> action_1 -> ... -> Leave`` with a time per action. The public d
   ``favourite, cart, purchase``, each at its first day, as an offset in **days** from the start (IJCAI-15 has
   day resolution: actions of the start day have offset 0 and are ordered by the funnel click < favourite <
   cart < purchase). The chain ends with ``end`` (its time is not observed).
+* **MovieLens**: a chain per rating, Tmall's way (one per (user, item)): its one action ``like`` (rating >= 4)
+  at offset 0 days, then ``end``.
 * **KuaiRand**: a chain per clicked impression (the video started playing). Its actions are ``like,
   follow, comment, forward``; KuaiRand has **no times of actions inside a video**, so their times are unknown
   (masked from the time losses and metrics) and they are listed in that fixed order; the chain ends with
@@ -60,10 +62,13 @@ class ChainSpec:
 SPECS = {
     "tmall": ChainSpec(("favourite", "cart", "purchase"), "end", "days", True),
     "kuairand": ChainSpec(("like", "follow", "comment", "forward"), "leave", "video fraction", False),
+    "movielens": ChainSpec(("like",), "end", "days", True),
 }
 
 
 def spec_for(dataset: str) -> ChainSpec:
+    if dataset.startswith("movielens"):
+        return SPECS["movielens"]
     return SPECS["tmall" if dataset == "tmall" else "kuairand"]
 
 

@@ -64,6 +64,9 @@ class DIN(ChainHeadsModule):
         time_weight: weight of the timing MSE in the loss.
         optimizer, lr, muon_lr, weight_decay, warmup_steps, total_steps: see
             :class:`~recsys.models.chain_module.ChainRankingModule`.
+        pretrained: a safetensors file of fixed ``item`` / ``user`` vectors (text-encoder layers, MARC
+            codes; :mod:`recsys.models.pretrained`) read as extra features; ``None``: ids only.
+        pretrained_bottleneck: a learned linear map of the vectors to this width first (the layer probe).
     """
 
     def __init__(
@@ -83,13 +86,16 @@ class DIN(ChainHeadsModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         total_steps: int = 0,
+        pretrained: str | None = None,
+        pretrained_bottleneck: int | None = None,
     ) -> None:
         super().__init__(cardinalities, spec, optimizer=optimizer, lr=lr, muon_lr=muon_lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps)
         self.save_hyperparameters()
         k, s = len(self.spec.actions), self.spec.num_slots
         self.dim = dim
-        self.inputs = ChainInput(cardinalities, self.spec, dim, history_summary=False)
+        self.inputs = ChainInput(cardinalities, self.spec, dim, history_summary=False, pretrained=pretrained,
+                                 pretrained_bottleneck=pretrained_bottleneck)
         self.slot_proj = nn.Linear(2 * s, slot_dim)
         entry = dim + slot_dim
         self.attention = MLP(entry + 3 * dim, attention_dims, out_dim=1, activation=activation)

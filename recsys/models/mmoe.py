@@ -59,6 +59,7 @@ from recsys.data.chains import ChainSpec
 from recsys.models.chain_module import ChainPrediction, ChainRankingModule, target_to_time, time_to_target
 from recsys.models.features import SparseFeatures, item_representation
 from recsys.models.mlp import MLP, Activation
+from recsys.models.pretrained import PretrainedFeatures, load_vectors
 
 JAGGED_KEYS = ("tags", "history")
 
@@ -90,7 +91,8 @@ class ChainInput(nn.Module):
     """
 
     def __init__(
-        self, cardinalities: dict[str, int], spec: ChainSpec, dim: int, *, history_summary: bool = True
+        self, cardinalities: dict[str, int], spec: ChainSpec, dim: int, *, history_summary: bool = True,
+        pretrained: str | None = None, pretrained_bottleneck: int | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -99,6 +101,10 @@ class ChainInput(nn.Module):
         self.has_tags = "tags" in cardinalities
         self.history_summary = history_summary
         self.out_dim = dim * (len(self.single_keys) + int(self.has_tags))
+        self.pretrained = None
+        if pretrained:  # fixed item / user vectors (e.g. MARC codes), see recsys.models.pretrained
+            self.pretrained = PretrainedFeatures(load_vectors(pretrained, cardinalities), dim, pretrained_bottleneck)
+            self.out_dim += self.pretrained.out_dim
         if history_summary:
             self.out_dim += dim + 2 * spec.num_slots + 1
 
@@ -107,6 +113,8 @@ class ChainInput(nn.Module):
         parts = [SparseFeatures.single(emb, k) for k in self.single_keys]
         if self.has_tags:
             parts.append(SparseFeatures.pooled(emb, "tags"))
+        if self.pretrained is not None:
+            parts += self.pretrained(batch.features)
         if self.history_summary:
             lengths = emb["history"].lengths()
             slots = slot_features(self.spec, batch.history_flags, batch.history_times)
@@ -156,6 +164,9 @@ class MMoE(ChainHeadsModule):
         time_weight: weight of the timing MSE in the loss.
         optimizer, lr, muon_lr, weight_decay, warmup_steps, total_steps: see
             :class:`~recsys.models.chain_module.ChainRankingModule`.
+        pretrained: a safetensors file of fixed ``item`` / ``user`` vectors (text-encoder layers, MARC
+            codes; :mod:`recsys.models.pretrained`) read as extra features; ``None``: ids only.
+        pretrained_bottleneck: a learned linear map of the vectors to this width first (the layer probe).
     """
 
     def __init__(
@@ -175,6 +186,8 @@ class MMoE(ChainHeadsModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         total_steps: int = 0,
+        pretrained: str | None = None,
+        pretrained_bottleneck: int | None = None,
     ) -> None:
         super().__init__(cardinalities, spec, optimizer=optimizer, lr=lr, muon_lr=muon_lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps)
@@ -182,7 +195,8 @@ class MMoE(ChainHeadsModule):
         if num_experts < 1 or not expert_dims:
             raise ValueError("MMoE needs at least one expert with at least one layer")
         k = len(self.spec.actions)
-        self.inputs = ChainInput(cardinalities, self.spec, dim)
+        self.inputs = ChainInput(cardinalities, self.spec, dim, pretrained=pretrained,
+                                 pretrained_bottleneck=pretrained_bottleneck)
         in_dim = self.inputs.out_dim
         self.experts = nn.ModuleList(
             MLP(in_dim, expert_dims, activation=activation, dropout=dropout) for _ in range(num_experts))

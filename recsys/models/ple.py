@@ -105,6 +105,9 @@ class PLE(ChainHeadsModule):
         time_weight: weight of the timing MSE in the loss.
         optimizer, lr, muon_lr, weight_decay, warmup_steps, total_steps: see
             :class:`~recsys.models.chain_module.ChainRankingModule`.
+        pretrained: a safetensors file of fixed ``item`` / ``user`` vectors (text-encoder layers, MARC
+            codes; :mod:`recsys.models.pretrained`) read as extra features; ``None``: ids only.
+        pretrained_bottleneck: a learned linear map of the vectors to this width first (the layer probe).
     """
 
     def __init__(
@@ -126,6 +129,8 @@ class PLE(ChainHeadsModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         total_steps: int = 0,
+        pretrained: str | None = None,
+        pretrained_bottleneck: int | None = None,
     ) -> None:
         super().__init__(cardinalities, spec, optimizer=optimizer, lr=lr, muon_lr=muon_lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, total_steps=total_steps)
@@ -134,7 +139,8 @@ class PLE(ChainHeadsModule):
             raise ValueError("PLE needs levels >= 1, task_experts >= 1, shared_experts >= 0, expert_dims")
         k = len(self.spec.actions)
         self.num_tasks = k + 1
-        self.inputs = ChainInput(cardinalities, self.spec, dim)
+        self.inputs = ChainInput(cardinalities, self.spec, dim, pretrained=pretrained,
+                                 pretrained_bottleneck=pretrained_bottleneck)
         widths = [self.inputs.out_dim] + [expert_dims[-1]] * (levels - 1)
         self.levels = nn.ModuleList(
             CGCLayer(w, self.num_tasks, task_experts, shared_experts, expert_dims,

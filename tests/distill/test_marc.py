@@ -1,0 +1,91 @@
+"""MARC on planted data: the codes carry the planted structure, the HSIC constraints act, codes are what the
+CTR models read; the compression baselines; the layer probe end to end on a small prepared dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.distill.compress import autoencoder, pca
+from recsys.distill.hsic import normalized_hsic
+from recsys.distill.marc import MARCConfig, save_codes, train_marc
+from recsys.models.pretrained import load_vectors
+
+
+def _planted(seed: int = 0, themes: int = 6, items: int = 400, users: int = 150, width: int = 48, pairs: int = 12000):
+    """Item and user 'text representations' around theme directions, plus large nuisance dimensions; a
+    user likes an item mostly when their themes match."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(themes, width, generator=g)
+    ti, tu = torch.randint(0, themes, (items,), generator=g), torch.randint(0, themes, (users,), generator=g)
+    nuisance = torch.zeros(width)
+    nuisance[:3] = 20.0  # a few huge dimensions, like a language model's outlier features
+    item_h = basis[ti] + 0.5 * torch.randn(items, width, generator=g) + nuisance * torch.randn(items, 1, generator=g)
+    user_h = basis[tu] + 0.5 * torch.randn(users, width, generator=g)
+    u, i = torch.randint(1, users, (pairs,), generator=g), torch.randint(1, items, (pairs,), generator=g)
+    y = (torch.rand(pairs, generator=g) < torch.where(tu[u] == ti[i], 0.85, 0.1)).float()
+    return item_h, user_h, (u, i, y), ti, tu
+
+
+def _centroid_accuracy(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """Leave-nothing-out nearest-centroid accuracy of the planted theme from codes (rows 1..)."""
+    z, labels = z[1:], labels[1:]
+    centroids = torch.stack([z[labels == t].mean(0) for t in labels.unique()])
+    return float((torch.cdist(z, centroids).argmin(1) == labels).float().mean())
+
+
+def test_marc_codes_carry_the_planted_themes_and_hsic_acts():
+    item_h, user_h, pairs, ti, tu = _planted()
+    model, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=1.0, keep=0.5))
+    codes = model.codes(item_h, user_h)
+    assert codes["item"].shape == (400, 16) and codes["user"].shape == (150, 16)
+    assert codes["item"][0].abs().sum() == 0 and codes["user"][0].abs().sum() == 0
+    assert _centroid_accuracy(codes["item"], ti) > 0.9  # chance: 1/6
+    assert history[-1]["proxy@16"] < history[0]["proxy@16"]
+    # the decoupling term lowers the dependence between the codes and the matcher's hidden layer
+    free, _ = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=0.0, keep=0.0))
+    u, i, _ = pairs
+
+    def dependence(m):
+        with torch.no_grad():
+            zu, zi = m.user(user_h[u[:256]]), m.item(item_h[i[:256]])
+            _, hidden = m.matchers["16"](zu, zi)
+            return float(normalized_hsic(torch.cat([zu, zi], -1), hidden))
+
+    assert dependence(model) < dependence(free)
+
+
+def test_contrastive_and_mrl_variants_train():
+    item_h, user_h, pairs, ti, _ = _planted(seed=1)
+    model, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=2, proxy="contrastive"))
+    assert {"proxy@16", "hsic_keep", "hsic_decouple"} <= set(history[-1])
+    mrl, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=2, mrl_dims=(4, 8, 16)))
+    assert set(mrl.matchers) == {"4", "8", "16"} and "hsic_keep" not in history[-1]
+    assert mrl.codes(item_h, user_h)["item"].shape == (400, 16)
+
+
+def test_codes_files_are_what_the_ctr_models_read(tmp_path):
+    item_h, user_h, pairs, _, _ = _planted(seed=2)
+    model, _ = train_marc(item_h, user_h, pairs, MARCConfig(dim=8, epochs=1))
+    path = tmp_path / "codes.safetensors"
+    save_codes(model.codes(item_h, user_h), path, {"encoder": "test", "layer": -1})
+    tables = load_vectors(path, {"item": 400, "user": 150})
+    assert tables["item"].shape == (400, 8) and path.with_suffix(".json").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(ValueError, match=r"'item' is \(400, 8\), expected \[401, d\]"):
+        load_vectors(path, {"item": 401, "user": 150})
+    with pytest.raises(FileNotFoundError, match="no such vectors file"):
+        load_vectors(tmp_path / "missing.safetensors", {"item": 400})
+
+
+def test_pca_and_autoencoder_keep_the_structure_despite_outlier_dimensions():
+    item_h, _, _, ti, _ = _planted(seed=3)
+    raw_top = torch.linalg.svd(item_h[1:] - item_h[1:].mean(0), full_matrices=False)[2][:6]
+    assert _centroid_accuracy(torch.cat([torch.zeros(1, 6), (item_h[1:] - item_h[1:].mean(0)) @ raw_top.T]), ti) < \
+        _centroid_accuracy(pca(item_h, 6), ti)  # standardizing first keeps the outliers from taking the components
+    assert _centroid_accuracy(pca(item_h, 6), ti) > 0.9
+    codes = autoencoder(item_h, 6, epochs=20)
+    assert codes.shape == (400, 6) and codes[0].abs().sum() == 0
+    assert _centroid_accuracy(codes, ti) > 0.6
+    with pytest.raises(ValueError, match="PCA to 64 dims"):
+        pca(item_h[:10], 64)
