@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-Dataset = Literal["tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k"]
+Dataset = Literal["tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m"]
 
 
 def data_prepare(
@@ -40,14 +40,17 @@ def data_prepare(
 
     Args:
         dataset: which release the raw files are.
-        raw: folder with the raw files as downloaded (KuaiRand: the release's data/ folder or its root).
+        raw: folder with the raw files as downloaded (KuaiRand: the release's data/ folder or its root;
+            MovieLens: the ml-100k/ or ml-1m/ folder or the folder holding it).
         out: output folder (written atomically; re-running with unchanged inputs does nothing).
         year: Tmall only: the year of the mmdd time stamps (default 2014).
         include_random: KuaiRand only: also read the randomly exposed log (is_rand = 1).
         drop_duplicates: drop exact duplicate log rows (their count goes into the manifest).
         kcore: keep only users and items with at least this many events, iteratively (0 = off).
-        train_end: last training day yyyymmdd (default: KuaiRand 20220421, Tmall 1028 of the year).
-        valid_end: last validation day yyyymmdd (default: KuaiRand 20220428, Tmall 1104 of the year).
+        train_end: last training day yyyymmdd (default: KuaiRand 20220421, Tmall 1028 of the year,
+            MovieLens-100K 19980307, MovieLens-1M 20001130; MovieLens days are UTC).
+        valid_end: last validation day yyyymmdd (default: KuaiRand 20220428, Tmall 1104 of the year,
+            MovieLens-100K 19980331, MovieLens-1M 20001231).
         rows_per_bucket: rows processed in memory at once; larger logs stream through user buckets.
         force: prepare even if the output is up to date.
     """
@@ -75,7 +78,8 @@ def data_synth(
         out: folder to write the raw files into.
         users: number of users (default: the release's).
         items: number of items (default: the release's).
-        days: number of days (KuaiRand 1..30 ending 2022-05-08; Tmall ending 11-11).
+        days: number of days (KuaiRand 1..30 ending 2022-05-08; Tmall ending 11-11; not for MovieLens,
+            whose ratings span the real release's dates).
         seed: random seed; the same arguments give byte-identical files.
         overwrite: replace ``out`` if it already holds files.
     """

@@ -22,6 +22,7 @@ _EXPORTS = {
     "make_source": "recsys.data.prepare",
     "TmallSource": "recsys.data.tmall",
     "KuaiRandSource": "recsys.data.kuairand",
+    "MovieLensSource": "recsys.data.movielens",
     "RetrievalDataModule": "recsys.data.retrieval",
     "RankingDataModule": "recsys.data.ranking",
     "NegativeSampler": "recsys.data.sampling",

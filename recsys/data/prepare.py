@@ -35,12 +35,13 @@ from recsys.data import csvfile
 from recsys.data.events import order_events
 from recsys.data.kuairand import KuaiRandSource
 from recsys.data.manifest import BackgroundHashes, Manifest, SourceFile, stat_files, staged_folder
+from recsys.data.movielens import MovieLensSource
 from recsys.data.source import RawSource, SideTable
 from recsys.data.splits import SPLIT_NAMES, assign_date_split
 from recsys.data.tmall import TmallSource
 from recsys.data.vocab import INDEX_DTYPE, Vocab, count_values
 
-DATASETS = ("tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k")
+DATASETS = ("tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m")
 TIE_RULE = (
     "events of a user are ordered by ts, then item index, then (Tmall) the action bits, then the remaining "
     "columns; Tmall has day resolution, and all actions of a user on an item in one day are one event"
@@ -59,9 +60,12 @@ class PrepareOptions:
 
 
 def make_source(dataset: str, raw: Path, *, year: int | None = None, include_random: bool = True) -> RawSource:
-    """The reader of ``dataset`` (one of :data:`DATASETS`) over the folder ``raw``."""
+    """The reader of ``dataset`` (one of :data:`DATASETS`) over the folder ``raw`` (``year``: Tmall only,
+    ``include_random``: KuaiRand only)."""
     if dataset == "tmall":
         return TmallSource(raw) if year is None else TmallSource(raw, year=year)
+    if dataset.startswith("movielens-") and dataset in DATASETS:
+        return MovieLensSource(raw, dataset.removeprefix("movielens-"))
     if dataset in DATASETS:
         return KuaiRandSource(raw, dataset.removeprefix("kuairand-"), include_random=include_random)
     raise ValueError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
@@ -72,6 +76,8 @@ def source_params(source: RawSource) -> dict[str, Any]:
         return {"year": source.year}
     if isinstance(source, KuaiRandSource):
         return {"include_random": source.include_random}
+    if isinstance(source, MovieLensSource):
+        return {}  # the release is the dataset name; nothing else is configurable
     return {}
 
 

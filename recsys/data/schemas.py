@@ -201,3 +201,109 @@ TMALL_DEFAULT_YEAR = 2014  # the six months up to Double 11 2014 (the contest ra
 def csv_header(schema: Schema) -> str:
     """The exact header line (without the newline) of a file with this schema."""
     return ",".join(schema)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MovieLens ML-100K and ML-1M (GroupLens; F. M. Harper and J. A. Konstan, "The MovieLens Datasets: History
+# and Context", ACM TiiS 2015). Headerless latin-1 text files; see recsys.data.movielens.
+# ---------------------------------------------------------------------------------------------------------
+
+#: The 18 genre names of ML-1M ``movies.dat`` (and of ML-100K after ``unknown``), in the releases' order.
+ML_GENRES: tuple[str, ...] = (
+    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+#: The 19 binary genre flags at the end of every ML-100K ``u.item`` line, in file order.
+ML_100K_GENRE_FLAGS: tuple[str, ...] = ("unknown", *ML_GENRES)
+
+#: ML-1M ``users.dat`` Age bucket code -> label. ML-100K's integer ages are put in the same buckets.
+ML_AGE_BUCKETS: dict[int, str] = {
+    1: "Under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+",
+}
+#: ML-1M ``users.dat`` Occupation code -> name.
+ML_1M_OCCUPATIONS: dict[int, str] = {
+    0: "other or not specified", 1: "academic/educator", 2: "artist", 3: "clerical/admin",
+    4: "college/grad student", 5: "customer service", 6: "doctor/health care", 7: "executive/managerial",
+    8: "farmer", 9: "homemaker", 10: "K-12 student", 11: "lawyer", 12: "programmer", 13: "retired",
+    14: "sales/marketing", 15: "scientist", 16: "self-employed", 17: "technician/engineer",
+    18: "tradesman/craftsman", 19: "unemployed", 20: "writer",
+}
+#: The 21 occupation words of ML-100K (its ``u.occupation`` file), as they appear in ``u.user``.
+ML_100K_OCCUPATIONS: tuple[str, ...] = (
+    "administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive", "healthcare",
+    "homemaker", "lawyer", "librarian", "marketing", "none", "other", "programmer", "retired", "salesman",
+    "scientist", "student", "technician", "writer",
+)
+
+#: Prepared MovieLens actions, in bitmask order: every rating is a ``rate`` event (bit 0), ``like`` (bit 1)
+#: when the rating is at least :data:`ML_LIKE_MIN_RATING`.
+ML_ACTIONS: tuple[str, ...] = ("rate", "like")
+ML_LIKE_MIN_RATING = 4
+#: Timestamps are unix seconds (UTC); prepared ``day`` is the UTC calendar date.
+ML_UTC_OFFSET_HOURS = 0
+
+#: The columns of a ratings file (``u.data`` / ``ratings.dat``), in file order: all integers, no header.
+ML_RATINGS: Schema = {"user_id": pl.Int64(), "item_id": pl.Int64(), "rating": pl.Int64(), "timestamp": pl.Int64()}
+
+
+@dataclass(frozen=True)
+class MovieLensRelease:
+    """File names, field layout, published sizes and the default date split of one MovieLens release."""
+
+    name: str  # the dataset name, e.g. "movielens-1m"
+    folder: str  # the folder the release's zip unpacks to, e.g. "ml-1m"
+    ratings: str
+    movies: str
+    users_file: str
+    #: Field separator of the ratings file ("\t" or "::") and of the movie / user files ("|" or "::").
+    ratings_separator: str
+    side_separator: str
+    #: The ratings fields as the release's README names them (error messages use these names).
+    rating_fields: tuple[str, str, str, str]
+    movie_fields: tuple[str, ...]
+    user_fields: tuple[str, ...]
+    #: Published sizes: users, movies listed in the movie file, rating rows.
+    users: int
+    items: int
+    ratings_rows: int
+    #: Unix seconds of the first and last rating of the real release.
+    first_ts: int
+    last_ts: int
+    #: Default split (inclusive yyyymmdd bounds, UTC days): see ``MovieLensSource.default_split``.
+    train_end: int
+    valid_end: int
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.ratings, self.movies, self.users_file)
+
+
+_ML_100K_ITEM_FIELDS = ("movie id", "movie title", "release date", "video release date", "IMDb URL",
+                       *(f"genre {g}" for g in ML_100K_GENRE_FLAGS))
+
+MOVIELENS_RELEASES: dict[str, MovieLensRelease] = {
+    "100k": MovieLensRelease(
+        name="movielens-100k", folder="ml-100k", ratings="u.data", movies="u.item", users_file="u.user",
+        ratings_separator="\t", side_separator="|",
+        rating_fields=("user id", "item id", "rating", "timestamp"),
+        movie_fields=_ML_100K_ITEM_FIELDS,
+        user_fields=("user id", "age", "gender", "occupation", "zip code"),
+        users=943, items=1_682, ratings_rows=100_000,
+        first_ts=874_724_710, last_ts=893_286_638,  # 1997-09-20 03:05:10 .. 1998-04-22 23:10:38 UTC
+        # Published timestamp quartiles 1997-11-13, 1997-12-22, 1998-02-23 and a steady rate after them
+        # put about 80% of the ratings up to 1998-03-07 and 90% up to 1998-03-31.
+        train_end=19980307, valid_end=19980331,
+    ),
+    "1m": MovieLensRelease(
+        name="movielens-1m", folder="ml-1m", ratings="ratings.dat", movies="movies.dat", users_file="users.dat",
+        ratings_separator="::", side_separator="::",
+        rating_fields=("UserID", "MovieID", "Rating", "Timestamp"),
+        movie_fields=("MovieID", "Title", "Genres"),
+        user_fields=("UserID", "Gender", "Age", "Occupation", "Zip-code"),
+        users=6_040, items=3_883, ratings_rows=1_000_209,
+        first_ts=956_703_932, last_ts=1_046_454_590,  # 2000-04-25 23:05:32 .. 2003-02-28 17:49:50 UTC
+        # Quartiles 2000-08-03, 2000-10-31, 2000-11-26; about 90.5% of the ratings are from 2000: train up
+        # to November 2000 (~80%), validation December 2000 (~10%), test 2001-01-01..2003-02-28 (~9.5%).
+        train_end=20001130, valid_end=20001231,
+    ),
+}

@@ -147,4 +147,4 @@ class ChainStream:
         return ProxyInputs(torch.cat(ids), torch.cat(hist), torch.cat(slots), torch.cat(labels))
 
 
-DEFAULT_MAIN = {"tmall": "purchase", "kuairand": "like"}
+DEFAULT_MAIN = {"tmall": "purchase", "kuairand": "like", "movielens": "like"}

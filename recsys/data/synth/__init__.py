@@ -1,4 +1,4 @@
-"""Synthetic KuaiRand and Tmall datasets in the exact file format of the public releases.
+"""Synthetic KuaiRand, Tmall and MovieLens datasets in the exact file format of the public releases.
 
 Nothing can be downloaded in some environments, so the toolkit writes files with the real names, headers,
 column order, dtypes and byte formatting of the public releases, with planted structure (latent factors,
@@ -8,14 +8,17 @@ and tests can check against the ground truth (:func:`kuairand_truth`, :func:`tma
 >>> report = synthesize("kuairand-pure", "/tmp/kuairand/data", users=200, items=500)  # doctest: +SKIP
 >>> report.files["log_standard_4_08_to_4_21_pure.csv"]  # doctest: +SKIP
 
-The generative process is documented in :mod:`.latent` (shared), :mod:`.kuairand` and :mod:`.tmall`.
+The generative process is documented in :mod:`.latent` (shared), :mod:`.kuairand` and :mod:`.tmall`;
+MovieLens (:mod:`.movielens`) has its own: hidden themes planted as words in the movie titles.
 Row counts scale as:
 
 * KuaiRand: standard logs ``~ users * days * rows_per_user_day * (1 + duplicate_rate)`` (exact for
   ``days=30`` or ``late_volume=1``; Pure's default ``late_volume=0.198`` puts less volume on dates from
   20220422, as the real files), random log ``~ users * (days on or after 20220422) *
   random_rows_per_user_day * (1 + duplicate_rate)``: :meth:`KuaiRandSynthConfig.expected_rows`;
-* Tmall: ``~ users * rows_per_user_day * (days - 1 + double11_boost)``: :meth:`TmallSynthConfig.expected_rows`.
+* Tmall: ``~ users * rows_per_user_day * (days - 1 + double11_boost)``: :meth:`TmallSynthConfig.expected_rows`;
+* MovieLens: ``~ users * ratings_per_user`` (default: the release's 106.0 / 165.6):
+  :meth:`MovieLensSynthConfig.expected_rows`.
 
 For example a 10M-row Tmall log: ``synthesize("tmall", out, users=77_000)`` (about 14 s on 2 cores); a
 40M-row KuaiRand standard log: ``synthesize("kuairand-pure", out, rows_per_user_day=48.2, late_volume=1)``
@@ -35,28 +38,47 @@ from typing import Any, Callable
 
 from .kuairand import KuaiRandSynthConfig, KuaiRandTruth, kuairand_dates, kuairand_truth, write_kuairand
 from .latent import LatentConfig
+from .movielens import THEMES, MovieLensSynthConfig, MovieLensTruth, movielens_truth, write_movielens
 from .tmall import TmallSynthConfig, TmallTruth, tmall_dates, tmall_truth, write_tmall
 
 __all__ = [
     "DATASETS",
+    "THEMES",
     "KuaiRandSynthConfig",
     "KuaiRandTruth",
     "LatentConfig",
+    "MovieLensSynthConfig",
+    "MovieLensTruth",
     "SynthReport",
     "TmallSynthConfig",
     "TmallTruth",
     "kuairand_dates",
     "kuairand_truth",
     "make_config",
+    "movielens_truth",
     "synthesize",
     "tmall_dates",
     "tmall_truth",
     "write_kuairand",
+    "write_movielens",
     "write_tmall",
 ]
 
-#: Dataset name -> KuaiRand release (``None`` for Tmall).
-DATASETS: dict[str, str | None] = {"tmall": None, "kuairand-pure": "pure", "kuairand-1k": "1k", "kuairand-27k": "27k"}
+#: Dataset name -> KuaiRand or MovieLens release (``None`` for Tmall).
+DATASETS: dict[str, str | None] = {
+    "tmall": None, "kuairand-pure": "pure", "kuairand-1k": "1k", "kuairand-27k": "27k",
+    "movielens-100k": "100k", "movielens-1m": "1m",
+}
+#: Names of the files holding the interaction logs (for :attr:`SynthReport.log_rows`).
+_RATINGS_FILES = ("ratings.dat", "u.data")
+
+SynthConfig = KuaiRandSynthConfig | TmallSynthConfig | MovieLensSynthConfig
+
+
+def _config_class(dataset: str) -> type:
+    if DATASETS[dataset] is None:
+        return TmallSynthConfig
+    return MovieLensSynthConfig if dataset.startswith("movielens-") else KuaiRandSynthConfig
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,7 @@ class SynthReport:
     dataset: str
     #: The output folder (the files lie directly under it, like a real download's ``data/`` folder).
     out: Path
-    config: KuaiRandSynthConfig | TmallSynthConfig
+    config: SynthConfig
     #: File name -> number of data rows (header excluded), in the release's file order.
     files: dict[str, int]
     #: Wall-clock seconds of the generation.
@@ -74,8 +96,10 @@ class SynthReport:
 
     @property
     def log_rows(self) -> int:
-        """Rows of the interaction logs (KuaiRand ``log_*`` files, Tmall ``user_log_format1.csv``)."""
-        return sum(n for name, n in self.files.items() if name.startswith(("log_", "user_log")))
+        """Rows of the interaction logs (KuaiRand ``log_*`` files, Tmall ``user_log_format1.csv``, MovieLens
+        ``ratings.dat`` / ``u.data``)."""
+        return sum(n for name, n in self.files.items()
+                   if name.startswith(("log_", "user_log")) or name in _RATINGS_FILES)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -89,17 +113,19 @@ def make_config(
     days: int | None = None,
     seed: int = 0,
     **overrides: Any,
-) -> KuaiRandSynthConfig | TmallSynthConfig:
+) -> SynthConfig:
     """The config :func:`synthesize` uses: ``None`` arguments keep the dataset's defaults (real sizes)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
-    cls = TmallSynthConfig if DATASETS[dataset] is None else KuaiRandSynthConfig
+    cls = _config_class(dataset)
+    if cls is MovieLensSynthConfig and days is not None:
+        raise ValueError("days does not apply to MovieLens: its ratings span the real release's dates")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise TypeError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
     if "release" in overrides:
-        raise TypeError("the KuaiRand release is chosen by the dataset name")
+        raise TypeError("the release is chosen by the dataset name")
     kwargs: dict[str, Any] = {"seed": seed, **overrides}
     for key, value in (("users", users), ("items", items), ("days", days)):
         if value is not None:
@@ -121,11 +147,12 @@ def synthesize(
     progress: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> SynthReport:
-    """Write a synthetic ``dataset`` ("tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k") under ``out``.
+    """Write a synthetic ``dataset`` (one of :data:`DATASETS`) under ``out``.
 
-    ``users``/``items``/``days`` default to the real release (KuaiRand ``days`` 30, Tmall 186);
-    ``overrides`` are fields of :class:`KuaiRandSynthConfig` / :class:`TmallSynthConfig` (e.g.
-    ``rows_per_user_day=40``, ``time_stamp_zero_pad=True``, ``missing_brand_text="NULL"``).
+    ``users``/``items``/``days`` default to the real release (KuaiRand ``days`` 30, Tmall 186; MovieLens
+    takes no ``days``); ``overrides`` are fields of :class:`KuaiRandSynthConfig` / :class:`TmallSynthConfig`
+    / :class:`MovieLensSynthConfig` (e.g. ``rows_per_user_day=40``, ``time_stamp_zero_pad=True``,
+    ``missing_brand_text="NULL"``, ``ratings_per_user=50``).
     The same arguments give byte-identical files.
 
     Files are written into a temporary sibling folder renamed to ``out`` at the end, so an interrupted run
@@ -147,6 +174,8 @@ def synthesize(
     try:
         if isinstance(cfg, TmallSynthConfig):
             files = write_tmall(cfg, tmp, progress=progress)
+        elif isinstance(cfg, MovieLensSynthConfig):
+            files = write_movielens(cfg, tmp, progress=progress)
         else:
             files = write_kuairand(cfg, tmp, progress=progress)
         old = None
