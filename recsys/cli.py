@@ -322,9 +322,125 @@ def distill_compare(
         atomic_write_text(Path(out), json.dumps(result, indent=1))
 
 
+def marc_probe(
+    *,
+    data: Path,
+    encoder: str,
+    out: Path,
+    layers: list[int] | None = None,
+    dims: list[int] = [16, 32, 64],  # noqa: B006
+    methods: list[Literal["pca", "linear"]] = ["pca", "linear"],  # noqa: B006
+    seeds: list[int] = [0],  # noqa: B006
+    model: Literal["MMoE", "PLE", "DIN"] = "MMoE",
+    dim: int = 16,
+    epochs: int = 2,
+    batch_size: int = 512,
+    pooling: Literal["mean", "last"] = "mean",
+    max_length: int = 128,
+    main_label: str | None = None,
+    item_template: str | None = None,
+    user_template: str | None = None,
+) -> None:
+    """MARC's layer probe: every layer of a text encoder over the dataset's item and user texts, compressed to
+    each width (PCA, or a learned linear map), fed to a CTR model; AUC and LogLoss per layer, and a PNG.
+
+    Args:
+        data: a prepared dataset.
+        encoder: a local Hugging Face transformers model folder, or ``minilm`` (the ``minilm`` extra).
+        out: folder for probe.md, probe.json, probe.png and the hidden-state cache (``cache/``).
+        layers: layers to probe (0 = embedding output; default: all).
+        dims: compressed widths.
+        methods: ``pca`` (fixed components) and/or ``linear`` (a learned map, trained with the CTR model).
+        seeds: training seeds of each CTR run.
+        model: the CTR model; dim: its embedding width; epochs, batch_size: its training.
+        pooling: ``mean`` (encoders) or ``last`` (decoder LLMs) over the tokens.
+        max_length: tokens per text.
+        main_label: the predicted action (default: the dataset's).
+        item_template / user_template: text templates (default: the dataset's, recsys.distill.text).
+    """
+    import json
+
+    from recsys.data.manifest import atomic_write_text
+    from recsys.distill.marc_data import encode_dataset, main_label_of
+    from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize
+
+    out = Path(out)
+    reps = encode_dataset(data, encoder, out / "cache", pooling=pooling, max_length=max_length,
+                          item_template=item_template, user_template=user_template)
+    unknown = sorted(set(layers or []) - set(reps))
+    if unknown:
+        raise ValueError(f"layers {unknown} do not exist: the encoder has layers 0..{max(reps)}")
+    chosen = {layer: reps[layer] for layer in (layers if layers is not None else sorted(reps))}
+    rows = layer_probe(data, chosen, out / "vectors", dims=dims, methods=methods, seeds=seeds, model=model,
+                       init_args={"dim": dim}, epochs=epochs, batch_size=batch_size,
+                       main_label=main_label_of(data, main_label))
+    summary = summarize(rows)
+    table = format_probe(summary)
+    print(table)
+    atomic_write_text(out / "probe.md", table + "\n")
+    atomic_write_text(out / "probe.json", json.dumps({"rows": rows, "summary": summary}, indent=1))
+    plot_probe(summary, out / "probe.png", f"layer probe: {Path(str(encoder)).name} on {Path(data).name}")
+    print(f"wrote {out / 'probe.md'}, {out / 'probe.png'}")
+
+
+def marc_train(
+    *,
+    data: Path,
+    encoder: str,
+    out: Path,
+    layer: int = -1,
+    dim: int = 32,
+    proxy: Literal["bce", "contrastive"] = "bce",
+    matcher: Literal["mlp", "cross"] = "mlp",
+    keep: float = 0.5,
+    decouple: float = 0.5,
+    user_side: Literal["id", "text"] = "id",
+    epochs: int = 5,
+    seed: int = 0,
+    cache: Path | None = None,
+    pooling: Literal["mean", "last"] = "mean",
+    max_length: int = 128,
+    main_label: str | None = None,
+) -> None:
+    """Train MARC on a text encoder's layer and write the item and user codes that CTR models read
+    (``pretrained``) and GEMs' semantic IDs can be built from (``sid_vectors``).
+
+    Args:
+        data: a prepared dataset (MARC trains on its training split).
+        encoder: a local transformers model folder, or ``minilm``.
+        out: the codes file (safetensors with ``item`` and ``user``; a ``.json`` beside it says how it was made).
+        layer: the encoder layer (-1: the final one).
+        dim: code width.
+        proxy: ``bce`` on (user, item, label) pairs, or ``contrastive`` over the liked pairs.
+        matcher: the matching network: a deeper ``mlp`` or a ``cross`` network.
+        keep / decouple: weights of -nHSIC(h, z) and nHSIC(z, matcher hidden).
+        user_side: users as learned ``id`` embeddings, or their compressed ``text`` representations.
+        epochs, seed: training.
+        cache: hidden-state cache folder (default: ``<out folder>/cache``).
+        pooling, max_length: as in ``marc probe``.
+        main_label: the label of the pairs (default: the dataset's).
+    """
+    from recsys.distill.marc import MARCConfig, config_dict, save_codes, train_marc
+    from recsys.distill.marc_data import encode_dataset, main_label_of, training_pairs
+
+    out = Path(out)
+    reps = encode_dataset(data, encoder, cache or out.parent / "cache", pooling=pooling, max_length=max_length)
+    index = sorted(reps)[layer]
+    item_h, user_h = reps[index]
+    config = MARCConfig(dim=dim, proxy=proxy, matcher=matcher, keep=keep, decouple=decouple, user_side=user_side,
+                        epochs=epochs, seed=seed)
+    label = main_label_of(data, main_label)
+    model, history = train_marc(item_h, user_h, training_pairs(data, label), config)
+    save_codes(model.codes(item_h, user_h), out, {"method": "marc", "data": str(data), "encoder": str(encoder),
+                                                 "layer": index, "main_label": label, "config": config_dict(config),
+                                                 "history": history})
+    print(f"wrote {out}: item and user codes of width {dim} from layer {index}; last epoch {history[-1]}")
+
+
 COMMANDS = {
     "data": {"prepare": data_prepare, "synth": data_synth},
     "distill": {"diet": distill_diet, "baseline": distill_baseline, "compare": distill_compare},
+    "marc": {"probe": marc_probe, "train": marc_train},
     "quickstart": quickstart,
     "bench-optim": bench_optim,
     "export": export,

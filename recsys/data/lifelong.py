@@ -21,6 +21,7 @@ user in that period. Streams never include the target or anything after it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ class LifelongDataModule(BatchedDataModule):
             per user (``None``: all).
         sid_levels / sid_codebook / sid_collision: the semantic IDs (:attr:`semantic_ids_path`): residual
             k-means over SVD item vectors of the training interactions.
+        sid_vectors: build the semantic IDs from these item vectors instead (a safetensors file with an
+            ``item`` tensor ``[num_items, d]``, e.g. MARC codes of the items' texts: ``recsys marc train``).
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class LifelongDataModule(BatchedDataModule):
         sid_levels: int = 3,
         sid_codebook: int = 64,
         sid_collision: str = "extra_level",
+        sid_vectors: str | None = None,
         batch_size: int = 64,
         eval_batch_size: int = 128,
         num_workers: int = 0,
@@ -184,9 +188,17 @@ class LifelongDataModule(BatchedDataModule):
         from recsys.models.semantic_ids import SemanticIds
 
         hp = self.hparams
-        folder = self.dataset.path / "derived" / f"sid2-L{hp.sid_levels}-C{hp.sid_codebook}-{hp.sid_collision}-s{hp.seed}"
+        name = f"sid2-L{hp.sid_levels}-C{hp.sid_codebook}-{hp.sid_collision}-s{hp.seed}"
+        if hp.sid_vectors:  # e.g. MARC codes of the items' texts (recsys.distill.marc)
+            name += "-v" + hashlib.sha256(Path(hp.sid_vectors).read_bytes()).hexdigest()[:12]
+        folder = self.dataset.path / "derived" / name
         if not (folder / "semantic_ids.json").exists():
-            vectors = training_item_vectors(self.dataset, hp.positive, dim=64, seed=hp.seed)
+            if hp.sid_vectors:
+                from recsys.models.pretrained import load_vectors
+
+                vectors = load_vectors(hp.sid_vectors, {"item": self.num_items})["item"].float()
+            else:
+                vectors = training_item_vectors(self.dataset, hp.positive, dim=64, seed=hp.seed)
             sids = SemanticIds.build(vectors, levels=hp.sid_levels, codebook_size=hp.sid_codebook,
                                      collision=hp.sid_collision, seed=hp.seed)
             tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")

@@ -7,7 +7,9 @@ one, because the final layers specialise to the encoder's own pre-training task.
 win by splitting the work into modules (§5.1-5.2):
 
 * **Modular adjustment**: the encoder only represents (frozen here); a **compression network** ``C`` maps
-  ``h`` to ``z`` (an MLP, one per entity type: item texts and user texts differ); a **matching network**
+  ``h`` to ``z`` (an MLP, one per entity type: item texts and user texts differ; ``user_side="id"``, the
+  default, gives users learned id embeddings instead: user texts built from side features alone, such as
+  MovieLens demographics, say little about taste, and the proxy task would then have nothing to learn from); a **matching network**
   ``M`` of a *different structure* (a deeper MLP, or a DCN-v2 cross network) carries the proxy task, so the
   task-specific adaptation happens in ``M``, not in ``z``.
 * **Modular task decoupling** with HSIC constraints (:mod:`recsys.distill.hsic`, normalized, RBF kernels,
@@ -25,11 +27,11 @@ our reconstruction from its summary (PAPERS.md §5.2-5.3). The fine-tuning of th
 implemented (the encoder stays frozen). ``mrl_dims`` turns the same networks into the Matryoshka (MRL)
 baseline: no HSIC, the proxy loss summed over nested prefixes of ``z``.
 
-Shapes, with ``H = 384`` (MiniLM), ``d = 32``, a batch of ``B = 512`` pairs::
+Shapes, with ``H = 384`` (MiniLM), ``d = 32``, a batch of ``B = 256`` pairs (users as text)::
 
-    h_u [512, 384] -> standardize -> C_user (384 -> 256 -> 32, GELU) -> z_u [512, 32]
-    h_i [512, 384] -> standardize -> C_item                          -> z_i [512, 32]
-    M([z_u, z_i, z_u * z_i] [512, 96]) -> 128 -> 128 -> m [512, 64] -> logit [512]
+    h_u [256, 384] -> standardize -> C_user (384 -> 256 -> 32, GELU) -> z_u [256, 32]
+    h_i [256, 384] -> standardize -> C_item                          -> z_i [256, 32]
+    M([z_u, z_i, z_u * z_i] [256, 96]) -> 128 -> 128 -> m [256, 64] -> logit [256]
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class MARCConfig:
     decouple: float = 0.5  # weight of nHSIC(z, m)
     hsic_batch: int = 256  # HSIC on the first rows of each batch: O(n^2)
     mrl_dims: tuple[int, ...] = ()  # Matryoshka baseline: nested prefixes of z, no HSIC
+    user_side: Literal["id", "text"] = "id"  # users as learned id embeddings, or compressed user texts
     epochs: int = 5
-    batch_size: int = 512
-    lr: float = 2e-3
+    batch_size: int = 256
+    lr: float = 5e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1  # contrastive proxy
     seed: int = 0
@@ -134,13 +137,22 @@ class MARC(nn.Module):
         super().__init__()
         self.config = config
         self.item = Compressor(item_h, config.compressor_hidden, config.dim)
-        self.user = Compressor(user_h, config.compressor_hidden, config.dim)
+        if config.user_side == "text":
+            self.user = Compressor(user_h, config.compressor_hidden, config.dim)
+        else:
+            self.user_ids = nn.Embedding(user_h.shape[0], config.dim)
+            nn.init.normal_(self.user_ids.weight, std=0.1)
         self.matchers = nn.ModuleDict({str(d): Matcher(d, config.matcher_hidden, config.matcher)
                                        for d in (config.mrl_dims or (config.dim,))})
 
-    def loss(self, hu: torch.Tensor, hi: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def user_codes(self, users: torch.Tensor, hu: torch.Tensor) -> torch.Tensor:
+        return self.user(hu) if self.config.user_side == "text" else self.user_ids(users)
+
+    def loss(self, users: torch.Tensor, hu: torch.Tensor, hi: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``users [B]`` indices with their text representations ``hu [B, H']``, items' ``hi [B, H]``, labels ``y``."""
         cfg = self.config
-        zu, zi = self.user(hu), self.item(hi)
+        zu, zi = self.user_codes(users, hu), self.item(hi)
         total = zu.new_zeros(())
         parts: dict[str, float] = {}
         m = pair = zu.new_zeros(0, 1)
@@ -164,8 +176,9 @@ class MARC(nn.Module):
             parts[f"proxy@{d}"] = float(proxy.detach())
         if not cfg.mrl_dims:
             n = min(cfg.hsic_batch, hu.shape[0])
-            keep = (normalized_hsic(self.item.standardize(hi[:n]), zi[:n])
-                    + normalized_hsic(self.user.standardize(hu[:n]), zu[:n])) / 2
+            keep = normalized_hsic(self.item.standardize(hi[:n]), zi[:n])
+            if cfg.user_side == "text":
+                keep = (keep + normalized_hsic(self.user.standardize(hu[:n]), zu[:n])) / 2
             total = total - cfg.keep * keep
             parts["hsic_keep"] = float(keep.detach())
             if m.shape[0] >= 2:  # m and pair are aligned (bce: the batch's pairs; contrastive: its liked ones)
@@ -177,12 +190,14 @@ class MARC(nn.Module):
     @torch.no_grad()
     def codes(self, item_h: torch.Tensor, user_h: torch.Tensor, chunk: int = 8192) -> dict[str, torch.Tensor]:
         """``{"item": [num_items, d], "user": [num_users, d]}`` (row 0, padding, is zero): what CTR models read."""
-        out = {}
         d = self.config.dim
-        for key, net, h in (("item", self.item, item_h), ("user", self.user, user_h)):
-            z = torch.cat([net(h[s:s + chunk].float())[:, :d] for s in range(0, h.shape[0], chunk)])
+        item = torch.cat([self.item(item_h[s:s + chunk].float()) for s in range(0, item_h.shape[0], chunk)])
+        users = torch.arange(user_h.shape[0])
+        user = torch.cat([self.user_codes(users[s:s + chunk], user_h[s:s + chunk].float())
+                          for s in range(0, user_h.shape[0], chunk)])
+        out = {"item": item[:, :d].contiguous(), "user": user[:, :d].contiguous()}
+        for z in out.values():
             z[0] = 0
-            out[key] = z.contiguous()
         return out
 
 
@@ -206,7 +221,8 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
             idx = order[s:s + config.batch_size]
             if idx.shape[0] < 2:
                 continue
-            loss, parts = model.loss(user_h[users[idx]].float(), item_h[items[idx]].float(), labels[idx].float())
+            loss, parts = model.loss(users[idx], user_h[users[idx]].float(), item_h[items[idx]].float(),
+                                     labels[idx].float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -36,23 +36,33 @@ def _centroid_accuracy(z: torch.Tensor, labels: torch.Tensor) -> float:
 
 def test_marc_codes_carry_the_planted_themes_and_hsic_acts():
     item_h, user_h, pairs, ti, tu = _planted()
-    model, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=1.0, keep=0.5))
+    model, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=1.0, keep=0.5,
+                                                             user_side="text"))
     codes = model.codes(item_h, user_h)
     assert codes["item"].shape == (400, 16) and codes["user"].shape == (150, 16)
     assert codes["item"][0].abs().sum() == 0 and codes["user"][0].abs().sum() == 0
     assert _centroid_accuracy(codes["item"], ti) > 0.9  # chance: 1/6
     assert history[-1]["proxy@16"] < history[0]["proxy@16"]
     # the decoupling term lowers the dependence between the codes and the matcher's hidden layer
-    free, _ = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=0.0, keep=0.0))
+    free, _ = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=4, decouple=0.0, keep=0.0, user_side="text"))
     u, i, _ = pairs
 
     def dependence(m):
         with torch.no_grad():
-            zu, zi = m.user(user_h[u[:256]]), m.item(item_h[i[:256]])
+            zu, zi = m.user_codes(u[:256], user_h[u[:256]]), m.item(item_h[i[:256]])
             _, hidden = m.matchers["16"](zu, zi)
             return float(normalized_hsic(torch.cat([zu, zi], -1), hidden))
 
     assert dependence(model) < dependence(free)
+
+
+def test_users_as_ids_learn_their_taste():
+    item_h, user_h, pairs, ti, tu = _planted(seed=4)
+    model, history = train_marc(item_h, user_h, pairs, MARCConfig(dim=16, epochs=8))  # user_side="id"
+    assert not hasattr(model, "user") and history[-1]["proxy@16"] < 0.4 < history[0]["proxy@16"]
+    codes = model.codes(item_h, user_h)
+    assert codes["user"].shape == (150, 16) and codes["user"][0].abs().sum() == 0
+    assert _centroid_accuracy(codes["user"], tu) > 0.9  # users' codes group by their planted theme (chance 1/6)
 
 
 def test_contrastive_and_mrl_variants_train():
