@@ -31,9 +31,10 @@ def load_vectors(path: str | Path, cardinalities: dict[str, int]) -> dict[str, t
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such vectors file (safetensors with 'item' and/or 'user')")
-    tables = {k: v for k, v in load_file(str(path)).items() if k in KEYS}
+    wanted = [k for k in KEYS if k in cardinalities]  # the keys the reader has vocabularies for
+    tables = {k: v for k, v in load_file(str(path)).items() if k in wanted}
     if not tables:
-        raise ValueError(f"{path}: holds neither an 'item' nor a 'user' tensor")
+        raise ValueError(f"{path}: holds none of {wanted} (expected safetensors with 'item' and/or 'user')")
     for key, table in tables.items():
         if table.ndim != 2 or table.shape[0] != cardinalities.get(key, -1):
             raise ValueError(f"{path}: '{key}' is {tuple(table.shape)}, expected [{cardinalities.get(key)}, d] "

@@ -1,0 +1,138 @@
+"""MARC results (issue #9 §2 and §4): the layer probe and MARC against its baselines, on synthetic
+MovieLens-1M-format data with planted title themes and on KuaiRand-format template text.
+
+Per dataset: every layer of the encoder (all-MiniLM-L6-v2 from the ``minilm`` extra by default) over the
+item and user texts (``recsys.distill.text`` templates), cached; then
+
+1. the probe: every layer x d in {16, 32, 64} x {PCA, learned linear}, one CTR model (MMoE) each;
+2. at d = 32, over ``--seeds`` seeds (the seed drives both the compression's and the CTR model's training):
+   no text features; final-layer PCA; best-middle-layer PCA (the best probe layer strictly between the
+   embeddings and the final layer); the uncompressed final layer (384-d through the CTR model's own linear
+   map); an autoencoder of the final layer; Matryoshka (MRL) codes; MARC's codes from the final layer.
+
+Writes ``<work>/<dataset>/results.md``, ``probe.png`` and ``results.json``. Command:
+``.venv/bin/python benchmarks/marc_results.py`` (about 25 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from recsys.data.prepare import PrepareOptions, make_source, prepare
+from recsys.data.synth import synthesize
+from recsys.distill.compress import autoencoder, pca
+from recsys.distill.marc import MARCConfig, save_codes, train_marc
+from recsys.distill.marc_data import encode_dataset, main_label_of, training_pairs
+from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize, train_ctr
+
+CTR = {"dim": 16}
+
+
+def dataset(name: str, root: Path, users: int, items: int) -> Path:
+    prepared = root / "prepared"
+    if not (prepared / "manifest.json").exists():
+        synthesize(name, root / "raw", users=users, items=items, seed=0)
+        prepare(make_source(name, root / "raw"), prepared, PrepareOptions(), log=lambda _: None)
+    return prepared
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--datasets", nargs="+", default=["movielens-1m", "kuairand-pure"])
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--epochs", type=int, default=2, help="CTR model epochs")
+    ap.add_argument("--marc-epochs", type=int, default=8)
+    ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/marc"))
+    ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
+    args = ap.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+    for name in args.datasets:
+        root = args.work / name
+        data = dataset(name, root, args.users, args.items)
+        label = main_label_of(data)
+        if args.fresh_cache:
+            shutil.rmtree(root / "cache", ignore_errors=True)
+        started = time.perf_counter()
+        reps = encode_dataset(data, args.encoder, root / "cache")
+        encode_s = time.perf_counter() - started
+        manifest = json.loads((root / "cache" / "items" / "manifest.json").read_text())
+        final = max(reps)
+        item_h, user_h = reps[final]
+        out = [f"# MARC on {name} (synthetic, {args.users} users x {args.items} items), encoder {args.encoder}", "",
+               f"{item_h.shape[0] - 1} item texts and {user_h.shape[0] - 1} user texts, {final + 1} layers x "
+               f"{item_h.shape[1]}-d; encoding {encode_s:.1f} s this run (item texts/s when encoded: "
+               f"{manifest.get('compute', {}).get('texts_per_second', manifest.get('texts_per_second', '?'))}); "
+               f"main label {label}.", ""]
+
+        # 1. the probe
+        rows = layer_probe(data, reps, root / "vectors", dims=args.dims, seeds=[0], init_args=CTR,
+                           epochs=args.epochs, main_label=label)
+        probe = summarize(rows)
+        plot_probe(probe, root / "probe.png", f"layer probe, {args.encoder} on {name} (synthetic)")
+        out += ["## Layer probe (seed 0)", "", format_probe(probe), ""]
+        middle = [r for r in probe if r["method"] == "pca" and r["d"] == 32 and 0 < r["layer"] < final]
+        best_middle = max(middle, key=lambda r: r["auc"])["layer"]
+
+        # 2. MARC vs baselines at d = 32
+        pairs = training_pairs(data, label)
+        results: dict[str, list[dict]] = {}
+        bytes_per_item = {}
+        for seed in args.seeds:
+            vec = root / "vectors"
+            files = {
+                "no text features": (None, None),
+                f"final layer ({final}) PCA-32": (vec / f"layer{final}-pca32.safetensors", None),
+                f"best middle layer ({best_middle}) PCA-32": (vec / f"layer{best_middle}-pca32.safetensors", None),
+                f"final layer uncompressed ({item_h.shape[1]}-d)": (vec / f"layer{final}-full.safetensors", None),
+            }
+            ae = vec / f"ae32-s{seed}.safetensors"
+            if not ae.exists():
+                save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
+                           {"method": "autoencoder", "layer": final, "seed": seed})
+            files["final layer autoencoder-32"] = (ae, None)
+            for label_name, cfg in (("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32))),
+                                    ("MARC-32", MARCConfig(dim=32))):
+                cfg.epochs, cfg.seed = args.marc_epochs, seed
+                path = vec / f"{label_name.split('-')[0].lower()}32-s{seed}.safetensors"
+                if not path.exists():
+                    model, history = train_marc(item_h, user_h, pairs, cfg)
+                    save_codes(model.codes(item_h, user_h), path, {"method": label_name, "seed": seed,
+                                                                   "history": history})
+                files[label_name] = (path, None)
+            for method, (path, bottleneck) in files.items():
+                if seed == args.seeds[0] and path is not None:
+                    from safetensors import safe_open
+
+                    with safe_open(str(path), "pt") as f:
+                        bytes_per_item[method] = f.get_slice("item").get_shape()[1] * 4
+                m = train_ctr(data, path, init_args=CTR, bottleneck=bottleneck, epochs=args.epochs, seed=seed,
+                              main_label=label)
+                results.setdefault(method, []).append(m)
+                print(f"{name} seed {seed} {method}: auc {m['auc']:.4f} logloss {m['logloss']:.4f}", flush=True)
+
+        out += ["## MARC vs baselines, d = 32", "",
+                f"MMoE (dim 16, {args.epochs} epochs) on the test split, mean ± std over seeds {args.seeds}.", "",
+                "| features | AUC | LogLoss | bytes per item (fp32) |", "| :-- | --: | --: | --: |"]
+        for method, ms in results.items():
+            aucs, lls = [m["auc"] for m in ms], [m["logloss"] for m in ms]
+            sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+            out.append(f"| {method} | {statistics.mean(aucs):.4f} ± {sd:.4f} | {statistics.mean(lls):.4f} | "
+                       f"{bytes_per_item.get(method, 0)} |")
+        (root / "results.md").write_text("\n".join(out) + "\n")
+        (root / "results.json").write_text(json.dumps({"probe": probe, "results": results}, indent=1))
+        print("\n".join(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""`recsys marc probe | train` end to end on a small synthetic MovieLens-format release with a tiny random
+BERT (built here), MARC codes as CTR features and as GEMs' semantic-ID item vectors, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the `marc` extra (transformers) is not installed")
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+from recsys.cli import main
+from recsys.data.prepare import PrepareOptions, make_source, prepare
+from recsys.data.synth import synthesize
+from recsys.distill.text import item_texts, user_texts
+
+
+@pytest.fixture(scope="module")
+def movielens(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ml")
+    synthesize("movielens-1m", root / "raw", users=60, items=120, seed=3)
+    prepare(make_source("movielens-1m", root / "raw"), root / "prepared", PrepareOptions(), log=lambda _: None)
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(movielens, tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) whose WordLevel tokenizer knows the dataset's words."""
+    out = tmp_path_factory.mktemp("encoder") / "tiny-bert"
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(item_texts(movielens) + user_texts(movielens),
+                            trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(s, tok.token_to_id(s)) for s in ("[CLS]", "[SEP]")])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                         sep_token="[SEP]").save_pretrained(out)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(out)
+    return out
+
+
+def test_marc_train_then_probe_and_gems_sids(movielens, tiny_bert, tmp_path, capsys):
+    codes = tmp_path / "marc" / "codes.safetensors"
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(codes),
+                 "--dim", "8", "--epochs", "1"]) == 0
+    from safetensors.torch import load_file
+
+    tables = load_file(str(codes))
+    meta = json.loads(codes.with_suffix(".json").read_text())
+    assert tables["item"].shape[1] == 8 and meta["layer"] == 2 and meta["main_label"] == "like"
+    assert (tmp_path / "marc" / "cache" / "items" / "manifest.json").exists()
+
+    out = tmp_path / "probe"
+    assert main(["marc", "probe", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(out),
+                 "--layers", "[0, 2]", "--dims", "[4]", "--methods", "[pca]", "--epochs", "1", "--dim", "8"]) == 0
+    summary = json.loads((out / "probe.json").read_text())["summary"]
+    assert [(r["layer"], r["method"]) for r in summary] == [(-1, "none"), (0, "pca"), (2, "pca")]
+    assert (out / "probe.png").stat().st_size > 1000 and "| 2 | pca | 4 |" in (out / "probe.md").read_text()
+
+    from recsys.data.lifelong import LifelongDataModule
+    from recsys.models.semantic_ids import SemanticIds
+
+    dm = LifelongDataModule(str(movielens), positive="like", sid_vectors=str(codes), sid_levels=2, sid_codebook=8)
+    sids = SemanticIds.load(dm.semantic_ids_path)
+    assert sids.num_items == tables["item"].shape[0] and "-v" in Path(dm.semantic_ids_path).name
+
+
+def test_bad_inputs_exit_nonzero_with_a_clear_message(movielens, tiny_bert, tmp_path, capsys):
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "c.safetensors")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["marc", "probe", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(tmp_path / "p"),
+                 "--layers", "[7]"]) == 1
+    assert "layers [7] do not exist" in capsys.readouterr().err
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out",
+                 str(tmp_path / "c.safetensors"), "--main_label", "purchase"]) == 1
+    assert "main label 'purchase'" in capsys.readouterr().err
+    assert not (tmp_path / "c.safetensors").exists()
