@@ -395,6 +395,7 @@ def marc_train(
     keep: float = 0.5,
     decouple: float = 0.5,
     user_side: Literal["id", "text"] = "id",
+    finetune_layers: int = 0,
     epochs: int = 5,
     seed: int = 0,
     cache: Path | None = None,
@@ -415,6 +416,7 @@ def marc_train(
         matcher: the matching network: a deeper ``mlp`` or a ``cross`` network.
         keep / decouple: weights of -nHSIC(h, z) and nHSIC(z, matcher hidden).
         user_side: users as learned ``id`` embeddings, or their compressed ``text`` representations.
+        finetune_layers: fine-tune the encoder's last this many layers on the item texts (0: frozen, cached).
         epochs, seed: training.
         cache: hidden-state cache folder (default: ``<out folder>/cache``).
         pooling, max_length: as in ``marc probe``.
@@ -430,9 +432,22 @@ def marc_train(
     config = MARCConfig(dim=dim, proxy=proxy, matcher=matcher, keep=keep, decouple=decouple, user_side=user_side,
                         epochs=epochs, seed=seed)
     label = main_label_of(data, main_label)
-    model, history = train_marc(item_h, user_h, training_pairs(data, label), config)
+    encoder_net = None
+    if finetune_layers:
+        if layer not in (-1, len(reps) - 1):
+            raise ValueError("fine-tuning trains the encoder's last layers: use the final layer (--layer -1)")
+        from recsys.distill.finetune import TrainableEncoder
+        from recsys.distill.marc_data import encoder_folder
+        from recsys.distill.text import item_texts
+
+        encoder_net = TrainableEncoder(encoder_folder(encoder), item_texts(data), finetune_layers, pooling=pooling,
+                                       max_length=max_length)
+    model, history = train_marc(item_h, user_h, training_pairs(data, label), config, item_encoder=encoder_net)
+    if encoder_net is not None:
+        item_h = encoder_net.encode_all()
     save_codes(model.codes(item_h, user_h), out, {"method": "marc", "data": str(data), "encoder": str(encoder),
-                                                 "layer": index, "main_label": label, "config": config_dict(config),
+                                                 "layer": index, "finetune_layers": finetune_layers, "main_label": label,
+                                                 "config": config_dict(config),
                                                  "history": history})
     print(f"wrote {out}: item and user codes of width {dim} from layer {index}; last epoch {history[-1]}")
 

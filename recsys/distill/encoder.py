@@ -304,12 +304,14 @@ def _tensor_name(layer: int) -> str:
     return f"layer_{layer:02d}"
 
 
-def _run_model(texts: list[str], info: EncoderInfo, pooling: str, max_length: int, batch_size: int,
-               store: torch.dtype, device: str | torch.device | None, padding_side: str | None) -> tuple[list[torch.Tensor], dict[str, Any]]:
+def load_encoder(folder: str | Path, device: str | torch.device | None = None, padding_side: str | None = None,
+                 compute: torch.dtype | None = None) -> tuple[Any, Any, torch.device]:
+    """``(tokenizer, model, device)`` of a local transformers folder (an encoder-decoder's encoder part), the
+    tokenizer given a pad token if it has none; bf16 on a GPU, fp32 on CPU unless ``compute`` says."""
     transformers = _transformers()
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    compute = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    folder = str(info.folder)
+    compute = compute or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    folder = str(folder)
     try:
         with _quiet(transformers):
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -329,9 +331,43 @@ def _run_model(texts: list[str], info: EncoderInfo, pooling: str, max_length: in
         raise EncoderError(f"{folder}: transformers could not load the model ({e})") from None
     if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
         model = model.get_encoder()
-    model.to(dev).eval()
+    return tokenizer, model.to(dev).eval(), dev
+
+
+def model_inputs(tokenizer: Any, model: Any, model_type: str, texts: list[str], max_length: int,
+                 dev: torch.device) -> dict[str, torch.Tensor]:
+    """Padded model inputs of ``texts`` (position ids counted from each text's first token with left
+    padding, so a padded text gets the states it gets alone)."""
     params = inspect.signature(model.forward).parameters
-    own_positions = info.model_type in _OWN_POSITION_IDS
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    mask = enc["attention_mask"].to(dev)
+    kwargs: dict[str, Any] = {"input_ids": enc["input_ids"].to(dev), "attention_mask": mask}
+    if "token_type_ids" in enc and "token_type_ids" in params:
+        kwargs["token_type_ids"] = enc["token_type_ids"].to(dev)
+    if tokenizer.padding_side == "left" and "position_ids" in params and model_type not in _OWN_POSITION_IDS:
+        kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    if "use_cache" in params:
+        kwargs["use_cache"] = False
+    return kwargs
+
+
+def pool(hidden: Sequence[torch.Tensor], mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``[layers, B, H]`` fp32: each layer's ``[B, T, H]`` states mean-pooled over the unmasked tokens, or
+    taken at the last unmasked token (right or left padding)."""
+    keep = mask.bool()[..., None]
+    if pooling == "mean":  # where(): padded positions may hold NaN (fully masked rows)
+        count = mask.sum(1, keepdim=True).clamp(min=1).float()
+        return torch.stack([torch.where(keep, h.float(), 0.0).sum(1) / count for h in hidden])
+    last = (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
+    return torch.stack([h[torch.arange(h.shape[0], device=mask.device), last].float() for h in hidden])
+
+
+def _run_model(texts: list[str], info: EncoderInfo, pooling: str, max_length: int, batch_size: int,
+               store: torch.dtype, device: str | torch.device | None, padding_side: str | None) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    transformers = _transformers()
+    tokenizer, model, dev = load_encoder(info.folder, device, padding_side)
+    compute = next(model.parameters()).dtype
+    folder = str(info.folder)
 
     started = time.perf_counter()
     n = len(texts)
@@ -349,27 +385,12 @@ def _run_model(texts: list[str], info: EncoderInfo, pooling: str, max_length: in
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
-            mask = enc["attention_mask"].to(dev)
-            kwargs: dict[str, Any] = {"input_ids": enc["input_ids"].to(dev), "attention_mask": mask}
-            if "token_type_ids" in enc and "token_type_ids" in params:
-                kwargs["token_type_ids"] = enc["token_type_ids"].to(dev)
-            if tokenizer.padding_side == "left" and "position_ids" in params and not own_positions:
-                kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            if "use_cache" in params:
-                kwargs["use_cache"] = False
+            kwargs = model_inputs(tokenizer, model, info.model_type, [texts[i] for i in idx], max_length, dev)
             hidden = model(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
             if layers is None:
                 layers = [torch.zeros(n, h.shape[-1], dtype=store) for h in hidden]
             rows = torch.as_tensor(idx)
-            keep = mask.bool()[..., None]
-            count = mask.sum(1, keepdim=True).clamp(min=1).float()
-            last = (mask.long() * torch.arange(mask.shape[1], device=dev)).argmax(dim=1)
-            if pooling == "mean":  # where(): padded positions may hold NaN (fully masked rows)
-                pooled = torch.stack([torch.where(keep, h.float(), 0.0).sum(1) / count for h in hidden])
-            else:
-                pooled = torch.stack([h[torch.arange(h.shape[0], device=dev), last].float() for h in hidden])
+            pooled = pool(hidden, kwargs["attention_mask"], pooling)
             if store == torch.float16:
                 over = int((pooled.abs() > _FP16_MAX).sum())
                 if over:

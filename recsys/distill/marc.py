@@ -23,8 +23,9 @@ win by splitting the work into modules (§5.1-5.2):
   softmax of ``M``'s scores over the liked pairs (each user against the batch's items).
 
 The paper's text is not public: module sizes, the loss weights, the proxy heads and the cross network are
-our reconstruction from its summary (PAPERS.md §5.2-5.3). The fine-tuning of the encoder's last layers is not
-implemented (the encoder stays frozen). ``mrl_dims`` turns the same networks into the Matryoshka (MRL)
+our reconstruction from its summary (PAPERS.md §5.2-5.3). The encoder is frozen by default (its layers are
+cached once); ``train_marc(item_encoder=...)`` fine-tunes its last ``k`` layers on the item texts
+(:mod:`recsys.distill.finetune`). ``mrl_dims`` turns the same networks into the Matryoshka (MRL)
 baseline: no HSIC, the proxy loss summed over nested prefixes of ``z``.
 
 Shapes, with ``H = 384`` (MiniLM), ``d = 32``, a batch of ``B = 256`` pairs (users as text)::
@@ -71,6 +72,7 @@ class MARCConfig:
     lr: float = 5e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1  # contrastive proxy
+    finetune_lr: float = 2e-5  # the encoder's trainable layers (train_marc's item_encoder)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -202,13 +204,20 @@ class MARC(nn.Module):
 
 
 def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-               config: MARCConfig) -> tuple[MARC, list[dict[str, float]]]:
+               config: MARCConfig, item_encoder: nn.Module | None = None) -> tuple[MARC, list[dict[str, float]]]:
     """Train MARC on ``pairs = (users [P], items [P], labels [P])`` (training split only) with frozen
     representations ``item_h [num_items, H]``, ``user_h [num_users, H']``; returns the model and per-epoch
-    mean losses."""
+    mean losses. ``item_encoder`` (a :class:`~recsys.distill.finetune.TrainableEncoder` over the item texts)
+    computes the items' representations in every step instead, its trainable layers updated with
+    ``finetune_lr``; ``item_h`` then only gives the standardization statistics (the encoder's final layer
+    before fine-tuning)."""
     torch.manual_seed(config.seed)
     model = MARC(item_h, user_h, config)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = [{"params": list(model.parameters())}]
+    if item_encoder is not None:
+        groups.append({"params": [p for p in item_encoder.parameters() if p.requires_grad], "lr": config.finetune_lr})
+        item_encoder.train()
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     users, items, labels = pairs
     g = torch.Generator().manual_seed(config.seed)
     history = []
@@ -221,8 +230,12 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
             idx = order[s:s + config.batch_size]
             if idx.shape[0] < 2:
                 continue
-            loss, parts = model.loss(users[idx], user_h[users[idx]].float(), item_h[items[idx]].float(),
-                                     labels[idx].float())
+            if item_encoder is None:
+                hi = item_h[items[idx]].float()
+            else:  # each distinct item of the batch through the encoder once
+                distinct, inverse = items[idx].unique(return_inverse=True)
+                hi = item_encoder(distinct)[inverse]
+            loss, parts = model.loss(users[idx], user_h[users[idx]].float(), hi, labels[idx].float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

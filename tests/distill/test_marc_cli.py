@@ -55,6 +55,11 @@ def test_marc_train_then_probe_and_gems_sids(movielens, tiny_bert, tmp_path, cap
     meta = json.loads(codes.with_suffix(".json").read_text())
     assert tables["item"].shape[1] == 8 and meta["layer"] == 2 and meta["main_label"] == "like"
     assert (tmp_path / "marc" / "cache" / "items" / "manifest.json").exists()
+    tuned = tmp_path / "marc" / "tuned.safetensors"
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(tuned),
+                 "--dim", "8", "--epochs", "1", "--finetune_layers", "1"]) == 0
+    assert json.loads(tuned.with_suffix(".json").read_text())["finetune_layers"] == 1
+    assert not torch.equal(load_file(str(tuned))["item"], tables["item"])
 
     out = tmp_path / "probe"
     assert main(["marc", "probe", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(out),
@@ -81,4 +86,32 @@ def test_bad_inputs_exit_nonzero_with_a_clear_message(movielens, tiny_bert, tmp_
     assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out",
                  str(tmp_path / "c.safetensors"), "--main_label", "purchase"]) == 1
     assert "main label 'purchase'" in capsys.readouterr().err
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out",
+                 str(tmp_path / "c.safetensors"), "--finetune_layers", "1", "--layer", "0"]) == 1
+    assert "use the final layer" in capsys.readouterr().err
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_finetuning_trains_only_the_last_layers(movielens, tiny_bert):
+    from recsys.distill.finetune import TrainableEncoder, last_blocks
+    from recsys.distill.marc import MARCConfig, train_marc
+    from recsys.distill.marc_data import encode_dataset, training_pairs
+
+    reps = encode_dataset(movielens, tiny_bert, movielens.parent / "cache-ft")
+    item_h, user_h = reps[max(reps)]
+    encoder = TrainableEncoder(tiny_bert, item_texts(movielens), 1)
+    assert encoder.trainable and all(".layer.1." in n for n in encoder.trainable)
+    torch.testing.assert_close(encoder.encode_all(), item_h, atol=2e-2, rtol=1e-2)  # the cache is fp16
+    before = {n: p.detach().clone() for n, p in encoder.model.named_parameters()}
+    model, _ = train_marc(item_h, user_h, training_pairs(movielens), MARCConfig(dim=8, epochs=1, finetune_lr=1e-3),
+                          item_encoder=encoder)
+    changed = {n for n, p in encoder.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(encoder.trainable)
+    assert model.codes(encoder.encode_all(), user_h)["item"].shape == (item_h.shape[0], 8)
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(vocab_size=10, n_embd=8, n_layer=3, n_head=2, bos_token_id=0,
+                                                          eos_token_id=0))
+    names = last_blocks(gpt2, 2)
+    assert any(n.startswith("h.1.") for n in names) and any(n.startswith("ln_f.") for n in names)
+    assert not any(n.startswith("h.0.") for n in names)
+    with pytest.raises(ValueError, match="cannot fine-tune 4 layers"):
+        last_blocks(gpt2, 4)
