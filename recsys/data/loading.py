@@ -1,8 +1,9 @@
 """Data loaders over datasets whose ``__getitems__`` builds a whole batch (vectorised, no per-sample
 collate). Shared by the retrieval, ranking and chain data modules.
 
-Index batches come from PyTorch's standard samplers, so Lightning swaps in a DistributedSampler when
-training on several processes (each rank gets its share of the indices), and shuffling is seeded.
+Index batches come from :class:`~recsys.data.sharding.ShardedBatches`: each rank of a data-parallel job
+gets its own slice of every global batch (no sample repeated or dropped, equal batch counts), shuffled by
+(seed, epoch); Lightning keeps that sampler (it is a ``DistributedSampler``) and sets its epoch.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
+
+from recsys.data.sharding import BatchIndexed, ShardedBatches, world
 
 Stage = Literal["train", "valid", "test"]
 
@@ -28,13 +30,23 @@ class BatchedDataModule(L.LightningDataModule):
     def samples(self, stage: Stage) -> Dataset:
         raise NotImplementedError
 
+    def _world(self) -> tuple[int, int]:
+        """``(world_size, rank)``: the attached trainer's, else the process group's, else ``(1, 0)``."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return world()
+
     def _loader(self, stage: Stage, shuffle: bool) -> DataLoader:
         hp = self.hparams
+        samples = self.samples(stage)
+        size, rank = self._world()
+        sampler = ShardedBatches(len(samples), hp.batch_size if stage == "train" else hp.eval_batch_size,
+                                 num_replicas=size, rank=rank, shuffle=shuffle, seed=hp.seed)
         return DataLoader(
-            self.samples(stage),
-            batch_size=hp.batch_size if stage == "train" else hp.eval_batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(hp.seed) if shuffle else None,
+            BatchIndexed(samples),
+            sampler=sampler,
+            batch_size=None,  # the sampler yields whole batches
             collate_fn=batch_identity,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,

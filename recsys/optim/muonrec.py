@@ -18,7 +18,9 @@ Muon family (``use_muon=True``), per matrix ``W`` with gradient ``G`` (paper Sec
 
 This is ``torch.optim.Muon``'s update (its ``lerp`` form is the same momentum); weights of 3 or more
 dimensions are flattened to ``[shape[0], -1]``. Same-shape matrices are orthogonalized together in one
-batched iteration. AdamW family (``use_muon=False``): ``torch.optim.AdamW``'s own functional kernel, so it
+batched iteration; under data parallelism each rank orthogonalizes its share of them and the results are
+all-gathered (the update equals the single-process one, and no rank repeats another's work). AdamW family
+(``use_muon=False``): ``torch.optim.AdamW``'s own functional kernel, so it
 matches it exactly.
 
 Gradient clipping (e.g. Lightning's ``gradient_clip_val``) acts on the raw gradients before ``step``, so
@@ -40,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.optim.adam import adam
 
@@ -61,7 +64,10 @@ class MuonRec(torch.optim.Optimizer):
     """Muon + AdamW in one optimizer. Build it with :meth:`from_model` (named presets) or pass groups
     that each carry ``use_muon`` and ``lr`` (and optionally ``weight_decay`` and the family's options)."""
 
-    def __init__(self, params: Iterable[dict[str, Any]], *, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, params: Iterable[dict[str, Any]], *, lr: float = 1e-3, weight_decay: float = 0.0,
+                 distributed: bool = True) -> None:
+        self.distributed = distributed  # split Newton-Schulz work across data-parallel ranks (see _orthogonalize)
+        self.ns_matrices = 0  # matrices this rank orthogonalized under data parallelism (for tests and logs)
         groups = list(params)
         for group in groups:
             if "use_muon" not in group:
@@ -148,9 +154,10 @@ class MuonRec(torch.optim.Optimizer):
             update = grad.lerp(buf, mu) if group["nesterov"] else buf
             matrix = update.reshape(update.shape[0], -1)
             updates[tuple(matrix.shape)].append((p, matrix))
+        start = 0  # matrices are dealt to ranks round-robin across the buckets (see _orthogonalize)
         for (rows, cols), items in updates.items():
-            stack = torch.stack([m for _, m in items])
-            ortho = orthogonalize(stack, group["ns_steps"], group["ns_coefficients"], group["ns_eps"])
+            ortho = self._orthogonalize([m for _, m in items], group, start)
+            start += len(items)
             if group["adjust_lr"] == "match_rms_adamw":
                 scale = 0.2 * math.sqrt(max(rows, cols))
             else:
@@ -160,6 +167,32 @@ class MuonRec(torch.optim.Optimizer):
                 if wd:
                     p.mul_(1 - lr * wd)
                 p.add_(o.view(p.shape).to(p.dtype), alpha=-lr * scale)
+
+    def _orthogonalize(self, matrices: list[Tensor], group: dict[str, Any], start: int = 0) -> list[Tensor]:
+        """NS5 of same-shape matrices in one batched iteration. Under data parallelism (an initialized
+        process group of several ranks, ``distributed`` not turned off) the step's matrices are dealt to the
+        ranks round-robin (matrix ``start + i`` of the step to rank ``(start + i) % W``), each rank
+        orthogonalizes its own only, and the results are all-gathered: every rank ends with every update and
+        none repeats another's Newton-Schulz work (the gradients, hence the momenta, are already equal on
+        every rank after the all-reduce)."""
+        ns = (group["ns_steps"], group["ns_coefficients"], group["ns_eps"])
+        world = dist.get_world_size() if self.distributed and dist.is_available() and dist.is_initialized() else 1
+        if world == 1:
+            return list(orthogonalize(torch.stack(matrices), *ns))
+        rank, n = dist.get_rank(), len(matrices)
+        owned = [[i for i in range(n) if (start + i) % world == r] for r in range(world)]
+        slots = max(len(o) for o in owned)
+        out = torch.zeros(slots, *matrices[0].shape, dtype=torch.bfloat16, device=matrices[0].device)
+        if owned[rank]:
+            out[: len(owned[rank])] = orthogonalize(torch.stack([matrices[i] for i in owned[rank]]), *ns)
+        self.ns_matrices += len(owned[rank])
+        gathered = [torch.empty_like(out) for _ in range(world)]
+        dist.all_gather(gathered, out)
+        result: list[Tensor] = [out[0]] * n
+        for r, indices in enumerate(owned):
+            for k, i in enumerate(indices):
+                result[i] = gathered[r][k]
+        return result
 
     def _adamw_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         exp_avgs, exp_avg_sqs, max_sqs, steps = [], [], [], []
