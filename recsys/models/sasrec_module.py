@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from recsys.data.batches import RetrievalBatch
 from recsys.metrics import RankingMetrics
+from recsys.models.distributed import global_mean
 from recsys.models.jagged import to_jagged
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.optim import MuonRec
@@ -50,8 +51,9 @@ class SASRecModule(L.LightningModule):
         hidden, lengths = self.model(batch.features)
         offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
         states = to_jagged(hidden, offsets)  # [sum(lengths), dim], aligned with batch.targets
-        if self.hparams.loss == "ce":
-            return F.cross_entropy(self.model.score_all(states), batch.targets)
+        if self.hparams.loss == "ce":  # a mean over the global batch's positions, also under DDP
+            return global_mean(F.cross_entropy(self.model.score_all(states), batch.targets, reduction="sum"),
+                               batch.targets.shape[0])
         if batch.negatives is None:
             raise ValueError("loss='bce' needs sampled negatives: set the data module's train_negatives")
         table = self.model.item_table

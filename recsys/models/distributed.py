@@ -1,0 +1,24 @@
+"""Losses that mean the same thing on 1 process and on W data-parallel processes.
+
+DDP averages the ranks' gradients, so a loss that is a mean over *this rank's* tokens weighs a token by
+``1 / (W n_r)``: the single-process weight ``1 / N`` only when every rank holds ``n_r = N / W`` tokens. With
+jagged sequences the ranks' token counts differ, so :func:`global_mean` divides the rank's loss *sum* by the
+global count (all-reduced, not differentiated) and multiplies by ``W``: after DDP's average, every token of
+the global batch weighs ``1 / N``, exactly as on one process.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def global_mean(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """``total`` (a sum over this rank's ``count`` items) as its share of the mean over all ranks' items."""
+    count = torch.as_tensor(count, dtype=torch.float64, device=total.device)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return total / count.clamp(min=1).to(total.dtype)
+    world = dist.get_world_size()
+    count = count.detach().clone()
+    dist.all_reduce(count)
+    return total * (world / count.clamp(min=1)).to(total.dtype)
