@@ -76,8 +76,13 @@ def main() -> None:
                f"main label {label}.", ""]
 
         # 1. the probe
-        rows = layer_probe(data, reps, root / "vectors", dims=args.dims, seeds=[0], init_args=CTR,
-                           epochs=args.epochs, main_label=label)
+        cached = root / "probe_rows.json"  # the probe's CTR runs are the slow part: kept between runs
+        if cached.exists():
+            rows = json.loads(cached.read_text())
+        else:
+            rows = layer_probe(data, reps, root / "vectors", dims=args.dims, seeds=[0], init_args=CTR,
+                               epochs=args.epochs, main_label=label)
+            cached.write_text(json.dumps(rows))
         probe = summarize(rows)
         plot_probe(probe, root / "probe.png", f"layer probe, {args.encoder} on {name} (synthetic)")
         out += ["## Layer probe (seed 0)", "", format_probe(probe), ""]
@@ -104,7 +109,7 @@ def main() -> None:
             for label_name, cfg in (("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32))),
                                     ("MARC-32", MARCConfig(dim=32))):
                 cfg.epochs, cfg.seed = args.marc_epochs, seed
-                path = vec / f"{label_name.split('-')[0].lower()}32-s{seed}.safetensors"
+                path = vec / f"{label_name.split('-')[0].lower()}32-item-s{seed}.safetensors"
                 if not path.exists():
                     model, history = train_marc(item_h, user_h, pairs, cfg)
                     save_codes(model.codes(item_h, user_h), path, {"method": label_name, "seed": seed,

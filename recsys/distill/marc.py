@@ -191,13 +191,18 @@ class MARC(nn.Module):
 
     @torch.no_grad()
     def codes(self, item_h: torch.Tensor, user_h: torch.Tensor, chunk: int = 8192) -> dict[str, torch.Tensor]:
-        """``{"item": [num_items, d], "user": [num_users, d]}`` (row 0, padding, is zero): what CTR models read."""
+        """What CTR models read: ``{"item": [num_items, d]}``, plus ``"user": [num_users, d]`` when users are
+        texts (row 0, padding, is zero). Users' id embeddings are not exported: fitted to the training
+        pairs' labels, as features they would hand those labels to a CTR model trained on the same pairs
+        (measured on synthetic MovieLens: AUC 0.648 with them vs 0.708 without any text feature)."""
         d = self.config.dim
         item = torch.cat([self.item(item_h[s:s + chunk].float()) for s in range(0, item_h.shape[0], chunk)])
-        users = torch.arange(user_h.shape[0])
-        user = torch.cat([self.user_codes(users[s:s + chunk], user_h[s:s + chunk].float())
-                          for s in range(0, user_h.shape[0], chunk)])
-        out = {"item": item[:, :d].contiguous(), "user": user[:, :d].contiguous()}
+        out = {"item": item[:, :d].contiguous()}
+        if self.config.user_side == "text":
+            users = torch.arange(user_h.shape[0])
+            user = torch.cat([self.user_codes(users[s:s + chunk], user_h[s:s + chunk].float())
+                              for s in range(0, user_h.shape[0], chunk)])
+            out["user"] = user[:, :d].contiguous()
         for z in out.values():
             z[0] = 0
         return out
