@@ -91,6 +91,8 @@ def main() -> None:
 
         # 2. MARC vs baselines at d = 32
         pairs = training_pairs(data, label)
+        runs = root / "results_rows.json"  # CTR runs done, by "method|seed": a rerun only does what is missing
+        done = json.loads(runs.read_text()) if runs.exists() else {}
         results: dict[str, list[dict]] = {}
         bytes_per_item = {}
         for seed in args.seeds:
@@ -121,8 +123,12 @@ def main() -> None:
 
                     with safe_open(str(path), "pt") as f:
                         bytes_per_item[method] = f.get_slice("item").get_shape()[1] * 4
-                m = train_ctr(data, path, init_args=CTR, bottleneck=bottleneck, epochs=args.epochs, seed=seed,
-                              main_label=label)
+                key = f"{method}|{seed}"
+                if key not in done:
+                    done[key] = train_ctr(data, path, init_args=CTR, bottleneck=bottleneck, epochs=args.epochs,
+                                          seed=seed, main_label=label)
+                    runs.write_text(json.dumps(done))
+                m = done[key]
                 results.setdefault(method, []).append(m)
                 print(f"{name} seed {seed} {method}: auc {m['auc']:.4f} logloss {m['logloss']:.4f}", flush=True)
 

@@ -59,4 +59,6 @@ def normalized_hsic(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> tor
     if y.shape[0] != n or n < 2:
         raise ValueError(f"HSIC needs >= 2 paired samples, got {n} and {y.shape[0]}")
     kc, lc = _centred(rbf_kernel(x)), _centred(rbf_kernel(y))
-    return (kc * lc).sum() / ((kc * kc).sum() * (lc * lc).sum()).sqrt().clamp(min=eps)
+    # clamp before the square root: a constant side (e.g. a batch of dead ReLUs) has HSIC(y, y) = 0, and the
+    # square root's gradient at 0 is infinite (NaN through the product); such a side is independent: 0
+    return (kc * lc).sum() / ((kc * kc).sum() * (lc * lc).sum()).clamp(min=eps).sqrt()

@@ -241,6 +241,8 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
                 distinct, inverse = items[idx].unique(return_inverse=True)
                 hi = item_encoder(distinct)[inverse]
             loss, parts = model.loss(users[idx], user_h[users[idx]].float(), hi, labels[idx].float())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"MARC loss is {float(loss)} at epoch {epoch}, step {steps}: {parts}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

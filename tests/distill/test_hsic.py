@@ -41,3 +41,12 @@ def test_gradients_flow_and_bad_shapes_are_refused():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="paired samples"):
         hsic(torch.randn(5, 2), torch.randn(4, 2))
+
+
+def test_a_constant_side_gives_zero_and_finite_gradients():
+    """A batch of dead ReLUs (all-zero hidden layer) must not turn MARC's loss into NaN."""
+    x = torch.randn(16, 4, requires_grad=True)
+    dead = torch.zeros(16, 3, requires_grad=True)
+    value = normalized_hsic(x, dead)
+    value.backward()
+    assert float(value) == 0.0 and torch.isfinite(x.grad).all() and torch.isfinite(dead.grad).all()
