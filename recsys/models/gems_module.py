@@ -16,6 +16,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from recsys.data.lifelong import STREAMS, LifelongBatch
 from recsys.metrics.ranking import metrics_from_rank
@@ -26,7 +27,8 @@ from recsys.optim import MuonRec
 
 
 class SumMetric:
-    """Sums of per-sample values and a count (reset per epoch)."""
+    """Sums of per-sample values and a count (reset per epoch); under data parallelism ``compute`` sums them
+    over the ranks (every rank evaluates the same number of batches: :mod:`recsys.data.sharding`)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -38,7 +40,12 @@ class SumMetric:
         self.count += int(next(iter(values.values())).numel())
 
     def compute(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        keys = sorted(self.sums)
+        totals = torch.tensor([self.sums[k] for k in keys] + [float(self.count)], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(totals)
+        count = max(float(totals[-1]), 1.0)
+        return {k: float(v) / count for k, v in zip(keys, totals[:-1], strict=True)}
 
 
 class GEMsModule(L.LightningModule):

@@ -60,3 +60,23 @@ def test_two_processes_equal_one_at_the_same_global_batch(prepared_kuairand, tmp
         # Newton-Schulz runs in bf16, where such differences can flip a rounding: one bf16 ulp of an update
         atol = 2e-3 if optimizer == "muonrec" else 1e-5
         torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=f"{name}: {float((got - want).abs().max())}")
+
+
+def _sum_metric_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from recsys.models.gems_module import SumMetric
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        metric = SumMetric()
+        metric.update({"recall@10": torch.tensor([1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0])})
+        torch.save(metric.compute(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gems_metrics_sum_over_ranks(tmp_path):
+    out = str(tmp_path / "metric")
+    mp.spawn(_sum_metric_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
+    assert [torch.load(f"{out}.{r}", weights_only=True)["recall@10"] for r in (0, 1)] == [0.5, 0.5]  # 2 of 4
