@@ -17,7 +17,11 @@ from recsys.data.prepared import PreparedDataset
 
 
 class DayStream:
-    """Iterate ``(day, events)`` in chronological order, optionally from ``start`` to ``end`` (inclusive)."""
+    """Iterate ``(day, events)`` in chronological order, optionally from ``start`` to ``end`` (inclusive).
+
+    Under data parallelism each rank streams the events of its own users (``user % num_replicas == rank``;
+    default: the initialized process group's, else everything): every event reaches exactly one rank, a
+    user's history stays on one rank, and the filter is pushed into the Parquet scan."""
 
     def __init__(
         self,
@@ -26,10 +30,19 @@ class DayStream:
         columns: Sequence[str] | None = None,
         start: int | None = None,
         end: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
+        from recsys.data.sharding import world
+
         self.dataset = dataset
         self.columns = list(columns) if columns is not None else None
         self.day_list = [d for d in dataset.days() if (start is None or d >= start) and (end is None or d <= end)]
+        size, me = world()
+        self.num_replicas = size if num_replicas is None else num_replicas
+        self.rank = me if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is outside a world of {self.num_replicas}")
 
     def __len__(self) -> int:
         return len(self.day_list)
@@ -38,6 +51,8 @@ class DayStream:
         lf = self.dataset.scan_events()
         for day in self.day_list:
             frame = lf.filter(pl.col("day") == day)
+            if self.num_replicas > 1:
+                frame = frame.filter(pl.col("user") % self.num_replicas == self.rank)
             if self.columns is not None:
                 frame = frame.select(self.columns)
             frame = frame.collect()

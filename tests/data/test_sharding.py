@@ -60,3 +60,22 @@ def test_data_module_shards_by_rank(prepared_tmall):
     dm = ChainDataModule(str(prepared_tmall), batch_size=64, seed=3)
     everything = [int(r) for b in dm.train_dataloader() for r in b.features["item"].values()]
     assert counts[0] == counts[1] and sorted(seen) == sorted(everything)
+
+
+def test_day_stream_shards_events_by_user(prepared_tmall):
+    from recsys.data.prepared import PreparedDataset
+    from recsys.data.stream import DayStream
+
+    dataset = PreparedDataset(prepared_tmall)
+    full = list(DayStream(dataset))
+    parts = [list(DayStream(dataset, num_replicas=3, rank=r)) for r in range(3)]
+    assert all(len(p) == len(full) for p in parts)
+    for d, (day, events) in enumerate(full):
+        shards = [p[d][1] for p in parts]
+        assert all(p[d][0] == day for p in parts)
+        assert sum(s.height for s in shards) == events.height
+        users = [set(s["user"].to_list()) for s in shards]
+        assert not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
+        import polars as pl
+
+        assert pl.concat(shards).sort(events.columns).equals(events.sort(events.columns))
