@@ -48,6 +48,7 @@ from recsys.data.batches import ChainBatch
 from recsys.data.chains import ChainSpec
 from recsys.models.cam import CAM
 from recsys.models.chain_module import ChainPrediction, ChainRankingModule, target_to_time, time_to_target
+from recsys.models.distributed import global_mean, weighted_global_mean
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
 
@@ -250,12 +251,10 @@ class A2GenModule(ChainRankingModule):
         w = batch.weights if batch.weights is not None else logits.new_ones(logits.shape[0])
         w = w[:, None].expand_as(batch.tokens)
         ce = F.cross_entropy(logits[valid], batch.tokens[valid] - 1, reduction="none")
-        ce = (ce * w[valid]).sum() / w[valid].sum().clamp(min=1e-12)
+        ce = global_mean((ce * w[valid]).sum(), w[valid].sum())  # means over the global batch (also under DDP)
         known = valid & torch.isfinite(batch.token_times)
         target = time_to_target(self.spec, torch.nan_to_num(batch.token_times))
-        if not known.any():
-            return ce, time.sum() * 0.0
-        mse = ((time[known] - target[known]) ** 2 * w[known]).sum() / w[known].sum().clamp(min=1e-12)
+        mse = global_mean(((time[known] - target[known]) ** 2 * w[known]).sum() + time.sum() * 0.0, w[known].sum())
         return ce, mse
 
     def loss(self, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -264,7 +263,7 @@ class A2GenModule(ChainRankingModule):
         ce, mse = self._sequence_losses(out["logits"], out["time"], batch)
         valid = batch.tokens > 0
         pairs = valid[:, 1:] & valid[:, :-1]  # consecutive positions up to the terminal
-        order = F.relu(out["time"][:, :-1] - out["time"][:, 1:])[pairs].mean() if pairs.any() else ce * 0.0
+        order = global_mean(F.relu(out["time"][:, :-1] - out["time"][:, 1:])[pairs].sum() + ce * 0.0, pairs.sum())
         total = hp.ce_weight * ce + hp.time_weight * mse + hp.order_weight * order
         parts = {"ce": ce.detach(), "mse": mse.detach(), "order": order.detach()}
         if "aux_logits" in out:
@@ -273,7 +272,8 @@ class A2GenModule(ChainRankingModule):
             parts.update(aux_ce=aux_ce.detach(), aux_mse=aux_mse.detach())
         if batch.soft_labels is not None:  # a distilled memory: match its per-action soft labels too
             probs = self.model.serve(out).probs.clamp(1e-6, 1 - 1e-6)
-            soft = batch.weighted_mean(F.binary_cross_entropy(probs, batch.soft_labels, reduction="none").mean(1))
+            soft = weighted_global_mean(F.binary_cross_entropy(probs, batch.soft_labels, reduction="none").mean(1),
+                                        batch.weights)
             total = total + soft
             parts["soft_bce"] = soft.detach()
         return total, parts

@@ -15,10 +15,17 @@ import torch.distributed as dist
 
 def global_mean(total: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
     """``total`` (a sum over this rank's ``count`` items) as its share of the mean over all ranks' items."""
-    count = torch.as_tensor(count, dtype=torch.float64, device=total.device)
+    count = torch.as_tensor(count, dtype=torch.float64, device=total.device).detach()
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return total / count.clamp(min=1).to(total.dtype)
+        return total / count.clamp(min=1e-12).to(total.dtype)
     world = dist.get_world_size()
-    count = count.detach().clone()
-    dist.all_reduce(count)
-    return total * (world / count.clamp(min=1)).to(total.dtype)
+    count = count.clone()
+    dist.all_reduce(count)  # every rank must get here, also with nothing to count (then total is 0)
+    return total * (world / count.clamp(min=1e-12)).to(total.dtype)
+
+
+def weighted_global_mean(per_sample: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The (weighted) mean of ``[B]`` per-sample losses over the global batch (see :func:`global_mean`)."""
+    if weights is None:
+        return global_mean(per_sample.sum(), per_sample.shape[0])
+    return global_mean((per_sample * weights).sum(), weights.sum())

@@ -57,6 +57,7 @@ from torch import nn
 from recsys.data.batches import ChainBatch
 from recsys.data.chains import ChainSpec
 from recsys.models.chain_module import ChainPrediction, ChainRankingModule, target_to_time, time_to_target
+from recsys.models.distributed import global_mean, weighted_global_mean
 from recsys.models.features import SparseFeatures, item_representation
 from recsys.models.mlp import MLP, Activation
 from recsys.models.pretrained import PretrainedFeatures, load_vectors
@@ -138,12 +139,12 @@ class ChainHeadsModule(ChainRankingModule):
         logits, time_y = self(batch)
         k = len(self.spec.actions)
         per_action = F.binary_cross_entropy_with_logits(logits, batch.action_targets(), reduction="none")
-        bce = batch.weighted_mean(per_action.mean(1))
+        bce = weighted_global_mean(per_action.mean(1), batch.weights)  # global-batch means, also under DDP
         known = torch.isfinite(batch.times) & batch.occurred.bool()
         target = time_to_target(self.spec, torch.nan_to_num(batch.times, nan=0.0, posinf=0.0, neginf=0.0))
         squared = torch.where(known, (time_y - target) ** 2, torch.zeros_like(time_y))
         w = batch.weights if batch.weights is not None else torch.ones_like(squared[:, 0])
-        mse = (squared.sum(1) * w).sum() / (known.sum(1) * w).sum().clamp(min=1e-12)
+        mse = global_mean((squared.sum(1) * w).sum(), (known.sum(1) * w).sum())
         return bce + self.hparams.time_weight * mse, {"bce": bce.detach(), "mse": mse.detach()}
 
     def predict(self, batch: ChainBatch) -> ChainPrediction:
