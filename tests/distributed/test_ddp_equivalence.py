@@ -103,3 +103,33 @@ def test_gems_metrics_sum_over_ranks(tmp_path):
     out = str(tmp_path / "metric")
     mp.spawn(_sum_metric_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
     assert [torch.load(f"{out}.{r}", weights_only=True)["recall@10"] for r in (0, 1)] == [0.5, 0.5]  # 2 of 4
+
+
+def _resume_worker(rank: int, world: int, port: int, data: str, ckpt_in: str, ckpt_out: str, epochs: int) -> None:
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                          LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0")
+    L.seed_everything(0, verbose=False)
+    model, dm = _setup("sasrec", data, 16, "muonrec")
+    trainer = L.Trainer(accelerator="cpu", devices=world, strategy="ddp" if world > 1 else "auto", max_epochs=epochs,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(model, dm, ckpt_path=ckpt_in or None)
+    trainer.save_checkpoint(ckpt_out)  # rank 0 writes: DDP replicas hold the whole state
+    if rank == 0:
+        torch.save({"epoch": trainer.current_epoch, "step": trainer.global_step}, ckpt_out + ".meta")
+
+
+def test_checkpoints_resume_across_world_sizes(prepared_kuairand, tmp_path):
+    """Written by 2 processes, resumed by 1, and the other way round; MuonRec's state resumes with it."""
+    data = str(prepared_kuairand)
+    two, one, one_then_two, again = (str(tmp_path / n) for n in ("two.ckpt", "one.ckpt", "a.ckpt", "b.ckpt"))
+    mp.spawn(_resume_worker, args=(2, _free_port(), data, "", two, 1), nprocs=2, join=True)
+    _resume_worker(0, 1, 0, data, two, one, 2)
+    first, second = torch.load(two + ".meta"), torch.load(one + ".meta")
+    assert (first["epoch"], second["epoch"]) == (1, 2) and second["step"] > first["step"]
+    state = torch.load(one, weights_only=True)
+    assert any("momentum_buffer" in s for s in state["optimizer_states"][0]["state"].values())
+    _resume_worker(0, 1, 0, data, "", one_then_two, 1)
+    mp.spawn(_resume_worker, args=(2, _free_port(), data, one_then_two, again, 2), nprocs=2, join=True)
+    assert torch.load(again + ".meta")["epoch"] == 2
