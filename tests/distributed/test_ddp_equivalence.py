@@ -4,13 +4,16 @@ batches the same samples, DDP averages the gradients, distributed MuonRec splits
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
+import time
 
 import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
+from lightning.pytorch.strategies import DDPStrategy
 
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.data.retrieval import RetrievalDataModule
@@ -133,3 +136,28 @@ def test_checkpoints_resume_across_world_sizes(prepared_kuairand, tmp_path):
     _resume_worker(0, 1, 0, data, "", one_then_two, 1)
     mp.spawn(_resume_worker, args=(2, _free_port(), data, one_then_two, again, 2), nprocs=2, join=True)
     assert torch.load(again + ".meta")["epoch"] == 2
+
+
+class _DiesAtStep2(SASRecModule):
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 1 and batch_idx == 2:
+            raise RuntimeError("rank 1 died at step 2")
+        return super().training_step(batch, batch_idx)
+
+
+def _dying_worker(rank: int, world: int, port: int, data: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0")
+    dm = RetrievalDataModule(data, batch_size=16, max_len=20, seed=0)
+    model = _DiesAtStep2(num_items=dm.num_items, dim=16, num_layers=1, num_heads=2, max_len=20)
+    trainer = L.Trainer(accelerator="cpu", devices=world, strategy=DDPStrategy(timeout=datetime.timedelta(seconds=60)),
+                        max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+
+
+def test_a_dying_rank_fails_the_job_instead_of_hanging(prepared_kuairand):
+    started = time.perf_counter()
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 died at step 2"):
+        mp.spawn(_dying_worker, args=(2, _free_port(), str(prepared_kuairand)), nprocs=2, join=True)
+    assert time.perf_counter() - started < 60  # the surviving rank is stopped, not left in an all-reduce
