@@ -98,16 +98,16 @@ def main() -> None:
         for seed in args.seeds:
             vec = root / "vectors"
             files = {
-                "no text features": (None, None),
-                f"final layer ({final}) PCA-32": (vec / f"layer{final}-pca32.safetensors", None),
-                f"best middle layer ({best_middle}) PCA-32": (vec / f"layer{best_middle}-pca32.safetensors", None),
-                f"final layer uncompressed ({item_h.shape[1]}-d)": (vec / f"layer{final}-full.safetensors", None),
+                "no text features": None,
+                f"final layer ({final}) PCA-32": vec / f"layer{final}-pca32.safetensors",
+                f"best middle layer ({best_middle}) PCA-32": vec / f"layer{best_middle}-pca32.safetensors",
+                f"final layer uncompressed ({item_h.shape[1]}-d)": vec / f"layer{final}-full.safetensors",
             }
             ae = vec / f"ae32-s{seed}.safetensors"
             if not ae.exists():
                 save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
                            {"method": "autoencoder", "layer": final, "seed": seed})
-            files["final layer autoencoder-32"] = (ae, None)
+            files["final layer autoencoder-32"] = ae
             for label_name, cfg in (("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32))),
                                     ("MARC-32", MARCConfig(dim=32))):
                 cfg.epochs, cfg.seed = args.marc_epochs, seed
@@ -116,8 +116,8 @@ def main() -> None:
                     model, history = train_marc(item_h, user_h, pairs, cfg)
                     save_codes(model.codes(item_h, user_h), path, {"method": label_name, "seed": seed,
                                                                    "history": history})
-                files[label_name] = (path, None)
-            for method, (path, bottleneck) in files.items():
+                files[label_name] = path
+            for method, path in files.items():
                 if seed == args.seeds[0] and path is not None:
                     from safetensors import safe_open
 
@@ -125,7 +125,7 @@ def main() -> None:
                         bytes_per_item[method] = f.get_slice("item").get_shape()[1] * 4
                 key = f"{method}|{seed}"
                 if key not in done:
-                    done[key] = train_ctr(data, path, init_args=CTR, bottleneck=bottleneck, epochs=args.epochs,
+                    done[key] = train_ctr(data, path, init_args=CTR, epochs=args.epochs,
                                           seed=seed, main_label=label)
                     runs.write_text(json.dumps(done))
                 m = done[key]

@@ -422,7 +422,9 @@ def marc_train(
         pooling, max_length: as in ``marc probe``.
         main_label: the label of the pairs (default: the dataset's).
     """
-    from recsys.distill.marc import MARCConfig, config_dict, save_codes, train_marc
+    from dataclasses import asdict
+
+    from recsys.distill.marc import MARCConfig, save_codes, train_marc
     from recsys.distill.marc_data import encode_dataset, main_label_of, training_pairs
 
     out = Path(out)
@@ -447,7 +449,7 @@ def marc_train(
         item_h = encoder_net.encode_all()
     save_codes(model.codes(item_h, user_h), out, {"method": "marc", "data": str(data), "encoder": str(encoder),
                                                  "layer": index, "finetune_layers": finetune_layers, "main_label": label,
-                                                 "config": config_dict(config),
+                                                 "config": asdict(config),
                                                  "history": history})
     print(f"wrote {out}: item and user codes of width {dim} from layer {index}; last epoch {history[-1]}")
 

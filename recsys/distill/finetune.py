@@ -59,7 +59,6 @@ class TrainableEncoder(nn.Module):
         if nonempty:
             kwargs = model_inputs(self.tokenizer, self.model, self.model_type, [texts[j] for j in nonempty],
                                   self.max_length, self.device)
-            self.model.train(self.training)
             last = self.model(**kwargs, return_dict=True).last_hidden_state
             out = out.index_put((torch.tensor(nonempty, device=self.device),),
                                 pool([last], kwargs["attention_mask"], self.pooling)[0])

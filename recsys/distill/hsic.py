@@ -44,21 +44,21 @@ def _centred(k: torch.Tensor) -> torch.Tensor:
     return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
 
 
+def _centred_kernels(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if y.shape[0] != x.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"HSIC needs >= 2 paired samples, got {x.shape[0]} and {y.shape[0]}")
+    return _centred(rbf_kernel(x)), _centred(rbf_kernel(y))
+
+
 def hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Biased empirical HSIC of paired samples ``x [n, ...]``, ``y [n, ...]`` (RBF kernels, median heuristic)."""
-    n = x.shape[0]
-    if y.shape[0] != n or n < 2:
-        raise ValueError(f"HSIC needs >= 2 paired samples, got {n} and {y.shape[0]}")
-    kc, lc = _centred(rbf_kernel(x)), _centred(rbf_kernel(y))
-    return (kc * lc).sum() / (n - 1) ** 2  # tr(HKH HLH) = <HKH, HLH>_F, and H is idempotent
+    kc, lc = _centred_kernels(x, y)
+    return (kc * lc).sum() / (x.shape[0] - 1) ** 2  # tr(HKH HLH) = <HKH, HLH>_F, and H is idempotent
 
 
 def normalized_hsic(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``HSIC(x, y) / sqrt(HSIC(x, x) HSIC(y, y))``, in ``[0, 1]`` (see the module docstring)."""
-    n = x.shape[0]
-    if y.shape[0] != n or n < 2:
-        raise ValueError(f"HSIC needs >= 2 paired samples, got {n} and {y.shape[0]}")
-    kc, lc = _centred(rbf_kernel(x)), _centred(rbf_kernel(y))
+    kc, lc = _centred_kernels(x, y)
     # clamp before the square root: a constant side (e.g. a batch of dead ReLUs) has HSIC(y, y) = 0, and the
     # square root's gradient at 0 is infinite (NaN through the product); such a side is independent: 0
     return (kc * lc).sum() / ((kc * kc).sum() * (lc * lc).sum()).clamp(min=eps).sqrt()

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -74,7 +74,6 @@ class MARCConfig:
     temperature: float = 0.1  # contrastive proxy
     finetune_lr: float = 2e-5  # the encoder's trainable layers (train_marc's item_encoder)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Compressor(nn.Module):
@@ -271,6 +270,3 @@ def save_codes(codes: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
     tmp_side.write_text(json.dumps(meta, indent=2, default=str))
     tmp_side.replace(side)
 
-
-def config_dict(config: MARCConfig) -> dict:
-    return asdict(config)
