@@ -51,9 +51,7 @@ def order_events(
         return frame, 0
     packed = _pack(frame, key)
     if packed is not None and set(frame.columns) == set(key):
-        # Every column is in the key: sort the packed keys themselves and unpack (no gather needed).
-        packed[0].sort()
-        frame = _unpack(packed, key, frame.schema)
+        return _order_packed(packed, key, frame.schema, drop_duplicates, merge_on)
     else:
         order = _sort_order(frame, key, None if packed is None else packed[0])
         frame = frame[order] if order is not None else frame
@@ -68,6 +66,60 @@ def order_events(
     if merge_on:
         frame = _merge(frame, list(merge_on))
     return frame, dropped
+
+
+def _order_packed(
+    packed: tuple[np.ndarray, list[int], list[int]],
+    key: Sequence[str],
+    schema: pl.Schema,
+    drop_duplicates: bool,
+    merge_on: Sequence[str] | None,
+) -> tuple[pl.DataFrame, int]:
+    """:func:`order_events` when every column is in the key and the key packs into 64 bits.
+
+    Sorting, deduplicating and merging all act on the packed keys (one ``uint64`` a row): exact
+    duplicates are equal keys, a merge run is a run of equal high bits (the ``merge_on`` prefix). Only
+    the surviving rows are unpacked into columns. The buffer of the sorted keys is reused as scratch
+    space: fresh 8-byte-a-row arrays cost page faults that, on 10M rows, take longer than the arithmetic.
+    """
+    keys, lows, widths = packed
+    keys.sort()
+    dropped = 0
+    if drop_duplicates:
+        first = _run_starts(keys)
+        dropped = keys.shape[0] - int(np.count_nonzero(first))
+        if dropped:
+            scratch, keys = keys, keys[first]
+    if not dropped:
+        scratch = np.empty_like(keys)
+    if merge_on and list(key[: len(merge_on)]) != list(merge_on):
+        raise ValueError(f"merge_on {list(merge_on)} must be a prefix of the key {list(key)}")
+    low_bits = sum(widths[len(merge_on):]) if merge_on else 0
+    starts = _run_starts(keys, scratch, low_bits) if merge_on else None
+    if starts is None or starts.all():
+        return _unpack(keys, lows, widths, key, schema, scratch), dropped
+    frame = _unpack(keys[starts], lows, widths, key, schema, scratch)
+    if "actions" in key:
+        actions = _unpack(keys, lows, widths, key, schema, scratch, only="actions")["actions"].to_numpy()
+        merged = np.bitwise_or.reduceat(actions, np.flatnonzero(starts))
+        frame = frame.with_columns(pl.Series("actions", merged, dtype=schema["actions"]))
+    return frame, dropped
+
+
+def _run_starts(keys: np.ndarray, scratch: np.ndarray | None = None, ignore_bits: int = 0) -> np.ndarray:
+    """Boolean mask of the first element of each run in the sorted ``keys``, comparing them without
+    their ``ignore_bits`` lowest bits (then ``scratch``, a buffer at least as long as ``keys`` and not
+    ``keys`` itself, holds the differences)."""
+    new = np.empty(keys.shape[0], dtype=bool)
+    new[:1] = True
+    if ignore_bits:
+        assert scratch is not None and scratch is not keys
+        diff = np.bitwise_xor(keys[1:], keys[:-1], out=scratch[: keys.shape[0] - 1])
+        diff >>= np.uint64(ignore_bits)
+        np.not_equal(diff, 0, out=new[1:])
+    else:
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return new
 
 
 def _sort_order(frame: pl.DataFrame, key: Sequence[str], packed: np.ndarray | None) -> np.ndarray | None:
@@ -92,33 +144,53 @@ def _pack(frame: pl.DataFrame, key: Sequence[str]) -> tuple[np.ndarray, list[int
         widths.append(max(1, (hi - lo).bit_length()))
     if sum(widths) > 64:
         return None
-    # In-place numpy ops on two preallocated buffers: no per-column temporaries of 8 bytes per row.
-    packed = np.empty(frame.height, dtype=np.uint64)
-    tmp = np.empty(frame.height, dtype=np.uint64)
+    # sum_i (col_i - lo_i) << shift_i, accumulated in place in one buffer in uint64 arithmetic (mod 2**64):
+    # shifts and sums wrap identically, and the exact result fits in 64 bits, so the offsets can all be
+    # subtracted at the end. No per-column temporaries of 8 bytes a row.
+    packed = np.zeros(frame.height, dtype=np.uint64)
+    offset = 0
     for i, (name, lo, width) in enumerate(zip(key, lows, widths, strict=True)):
-        target = packed if i == 0 else tmp
-        np.copyto(target, frame[name].to_numpy(), casting="unsafe")
-        if lo:
-            target -= np.uint64(lo % (1 << 64))  # wraps for negative lo: the difference is still exact
+        values = frame[name].to_numpy()
+        if values.dtype.kind == "i":
+            # Non-negative signed ints are the same bits unsigned; negative ones need sign extension.
+            values = values.view(values.dtype.str.replace("i", "u")) if lo >= 0 else values.astype(np.int64).view(np.uint64)
         if i:
             packed <<= np.uint64(width)
-            packed |= tmp
+            offset <<= width
+        np.add(packed, values, out=packed, casting="unsafe")
+        offset += lo
+    if offset % (1 << 64):
+        packed -= np.uint64(offset % (1 << 64))
     return packed, lows, widths
 
 
-def _unpack(packed: tuple[np.ndarray, list[int], list[int]], key: Sequence[str], schema: pl.Schema) -> pl.DataFrame:
-    keys, lows, widths = packed
+def _unpack(
+    keys: np.ndarray,
+    lows: list[int],
+    widths: list[int],
+    key: Sequence[str],
+    schema: pl.Schema,
+    scratch: np.ndarray,
+    only: str | None = None,
+) -> pl.DataFrame:
+    """The key columns (or just ``only``) of packed ``keys``, in their dtypes of ``schema``
+    (``scratch``: a uint64 buffer at least as long as ``keys``, not ``keys`` itself)."""
+    assert scratch is not keys
     columns = {}
     shift = sum(widths)
-    tmp = np.empty_like(keys)
+    tmp = scratch[: keys.shape[0]]
     for name, lo, width in zip(key, lows, widths, strict=True):
         shift -= width
+        if only is not None and name != only:
+            continue
         np.right_shift(keys, np.uint64(shift), out=tmp)
         tmp &= np.uint64((1 << width) - 1)
         if lo:
             tmp += np.uint64(lo % (1 << 64))
-        dtype = schema[name]
-        columns[name] = pl.Series(name, tmp.astype(_numpy_dtype(dtype)))
+        # copyto with unsafe casting: several times faster than astype for a narrowing cast.
+        column = np.empty(keys.shape[0], dtype=_numpy_dtype(schema[name]))
+        np.copyto(column, tmp, casting="unsafe")
+        columns[name] = pl.Series(name, column)
     return pl.DataFrame(columns)
 
 

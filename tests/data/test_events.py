@@ -58,3 +58,35 @@ def test_keep_duplicates():
     frame = random_events(500, seed=3)
     out, dropped = order_events(frame, key=["day", "user", "ts", "item"], drop_duplicates=False)
     assert dropped == 0 and out.height == frame.height
+
+
+def merge_reference(frame: pl.DataFrame, merge_on: list[str], drop_duplicates: bool) -> tuple[pl.DataFrame, int]:
+    unique = frame.unique() if drop_duplicates else frame
+    merged = unique.group_by(merge_on).agg(pl.col("actions").bitwise_or()).sort(merge_on)
+    return merged.select(frame.columns), frame.height - unique.height
+
+
+def test_packed_dedup_and_merge_match_a_group_by():
+    """The all-key path deduplicates and merges on packed keys: signed, negative and narrow columns."""
+    rng = np.random.default_rng(4)
+    n = 5000
+    frame = pl.DataFrame({
+        "day": rng.integers(20141101, 20141111, n).astype(np.int32),
+        "user": rng.integers(-3, 40, n).astype(np.int64),  # negative values need sign extension
+        "item": rng.integers(0, 70, n).astype(np.int16),
+        "actions": (1 << rng.integers(0, 4, n)).astype(np.uint16),
+    })
+    key, merge_on = ["day", "user", "item", "actions"], ["day", "user", "item"]
+    for drop in (True, False):
+        got, dropped = order_events(frame, key=key, merge_on=merge_on, drop_duplicates=drop)
+        expected, expected_dropped = merge_reference(frame, merge_on, drop)
+        assert dropped == expected_dropped and (dropped > 0) == drop
+        assert got.schema == frame.schema and got.equals(expected)
+    got, _ = order_events(frame, key=key)
+    assert got.equals(frame.unique().sort(key))
+    try:
+        order_events(frame, key=key, merge_on=["user", "day"])
+    except ValueError as e:
+        assert "prefix" in str(e)
+    else:
+        raise AssertionError("a merge_on that is not a prefix of the key must be refused")
