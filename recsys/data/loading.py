@@ -43,6 +43,11 @@ class BatchedDataModule(L.LightningDataModule):
         size, rank = self._world()
         sampler = ShardedBatches(len(samples), hp.batch_size if stage == "train" else hp.eval_batch_size,
                                  num_replicas=size, rank=rank, shuffle=shuffle, seed=hp.seed)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # A run resumed from a checkpoint builds its loader after the loops are restored, and Lightning
+            # creates the iterator before it calls set_epoch: start from the restored epoch's order.
+            sampler.set_epoch(trainer.current_epoch)
         return DataLoader(
             BatchIndexed(samples),
             sampler=sampler,

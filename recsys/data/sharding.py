@@ -81,7 +81,9 @@ class ShardedBatches(DistributedSampler):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        return iter(self.batches())
+        # A generator: the epoch's order is drawn at the first batch, so a set_epoch() between iter() and
+        # the first next() (what Lightning does) takes effect.
+        yield from self.batches()
 
     def __len__(self) -> int:
         return len(self._global_batches())

@@ -22,6 +22,7 @@ from recsys.data.batches import ChainBatch
 from recsys.data.chains import ChainSpec
 from recsys.metrics import MaskedMAE, MultiActionMetrics
 from recsys.optim import MuonRec
+from recsys.optim.param_groups import dense_parameters
 from recsys.optim.schedules import warmup_cosine
 
 
@@ -125,7 +126,7 @@ class ChainRankingModule(L.LightningModule):
             opt = MuonRec.from_model(self, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
                                      adamw_weight_decay=hp.weight_decay)
         else:
-            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(dense_parameters(self), lr=hp.lr, weight_decay=hp.weight_decay)
         if not hp.total_steps:
             return opt
         schedule = warmup_cosine(opt, hp.warmup_steps, hp.total_steps, min_ratio=0.1)

@@ -24,6 +24,7 @@ from recsys.models.beam_search import constrained_beam_search
 from recsys.models.gems import GEMs, GEMsConfig
 from recsys.models.semantic_ids import SemanticIds
 from recsys.optim import MuonRec
+from recsys.optim.param_groups import dense_parameters
 
 
 class SumMetric:
@@ -173,4 +174,4 @@ class GEMsModule(L.LightningModule):
         if hp.optimizer == "muonrec":
             return MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
                                       adamw_weight_decay=hp.weight_decay)
-        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(dense_parameters(self), lr=hp.lr, weight_decay=hp.weight_decay)

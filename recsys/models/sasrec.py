@@ -7,7 +7,11 @@ one sampled negative and binary cross-entropy; ``loss="ce"`` (softmax over the w
 common stronger variant and the default here; ``loss="bce"`` with sampled negatives is the paper's.
 
 The item table is a torchrec ``EmbeddingCollection`` fed by the batch's ``KeyedJaggedTensor``, so the
-table can be sharded by torchrec's DistributedModelParallel without changing the model.
+table can be sharded by torchrec's DistributedModelParallel without changing the model. The table is also
+the output layer; once sharded (:class:`recsys.models.sharding.TorchrecStrategy`) no rank holds it whole,
+so the rows the output needs (the catalogue, or the sampled candidates) are looked up through the
+collection in the same call as the history, as a second feature ``output`` of the ``item`` table: one
+all-to-all, and one fused optimizer update of the table per step. Unsharded, the output reads the weights.
 
 Input (a KJT with key ``"item"``), for histories ``[5, 9, 2]`` and ``[7]``::
 
@@ -22,9 +26,13 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys.models.jagged import to_padded
+
+
+#: The feature of the item table that carries the output layer's rows (see :meth:`SASRec.lookup`).
+OUTPUT_KEY = "output"
 
 
 @dataclass
@@ -42,7 +50,8 @@ class SASRec(nn.Module):
         super().__init__()
         self.config = config
         self.items = EmbeddingCollection(
-            tables=[EmbeddingConfig(name="item", embedding_dim=config.dim, num_embeddings=config.num_items, feature_names=["item"])],
+            tables=[EmbeddingConfig(name="item", embedding_dim=config.dim, num_embeddings=config.num_items,
+                                    feature_names=["item", OUTPUT_KEY])],
             device=torch.device("cpu"),
         )
         self.positions = nn.Embedding(config.max_len, config.dim)
@@ -57,32 +66,83 @@ class SASRec(nn.Module):
         nn.init.normal_(self.positions.weight, std=0.02)
 
     @property
+    def sharded(self) -> bool:
+        """Whether DistributedModelParallel has replaced the collection by a sharded one."""
+        return not isinstance(self.items, EmbeddingCollection)
+
+    @property
     def item_table(self) -> torch.Tensor:
-        """The ``[num_items, dim]`` item embedding weights (also the output layer)."""
+        """The ``[num_items, dim]`` item embedding weights (also the output layer); unsharded only."""
+        if self.sharded:
+            raise RuntimeError("the item table is sharded: read its rows with encode(features, output=ids)")
         return self.items.embeddings["item"].weight
+
+    def lookup(self, features: KeyedJaggedTensor, output: torch.Tensor | str | None = None
+               ) -> tuple[JaggedTensor, torch.Tensor | None]:
+        """The history's embeddings, and the output rows: ``output="all"`` the whole table ``[num_items,
+        dim]``, a tensor of ids their rows ``[*ids.shape, dim]``, ``None`` none.
+
+        Both come from one call of the collection; when sharded, the output ids ride along as feature
+        ``output`` of the first sample (for histories ``[5, 9]`` and ``[7]`` and output ids ``[3, 8]``:
+        ``item`` lengths ``[2, 1]``, ``output`` lengths ``[2, 0]``, values ``[5, 9, 7, 3, 8]``).
+        """
+        hist = features["item"]
+        ids = None
+        if self.sharded and output is not None:
+            ids = torch.arange(self.config.num_items, device=hist.values().device) if isinstance(output, str) else output
+        n = 0 if ids is None else ids.numel()
+        batch = hist.lengths().shape[0]
+        if n and batch == 0:
+            raise ValueError("output rows of a sharded table need a batch with at least one sample")
+        out_lengths = torch.zeros_like(hist.lengths())
+        if n:
+            out_lengths[0] = n
+        values = hist.values() if ids is None else torch.cat([hist.values(), ids.reshape(-1).to(hist.values().dtype)])
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=["item", OUTPUT_KEY], values=values,
+                                                  lengths=torch.cat([hist.lengths(), out_lengths]))
+        embedded = self.items(kjt)
+        if output is None:
+            return embedded["item"], None
+        if ids is not None:
+            rows = embedded[OUTPUT_KEY].values()
+            return embedded["item"], rows if isinstance(output, str) else rows.reshape(*output.shape, -1)
+        table = self.item_table
+        return embedded["item"], table if isinstance(output, str) else table[output]
 
     def forward(self, features: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states ``[B, L, dim]`` (right-padded, ``L = max_len``) and history lengths ``[B]``.
 
         Histories must hold at most ``max_len`` items (the data modules cut them to their last ones).
         """
-        jt = self.items(features)["item"]
+        hidden, lengths, _ = self.encode(features)
+        return hidden, lengths
+
+    def encode(self, features: KeyedJaggedTensor, output: torch.Tensor | str | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` plus the output rows of :meth:`lookup`."""
+        jt, rows = self.lookup(features, output)
         lengths = jt.lengths().clamp(max=self.config.max_len)
         L = self.config.max_len
         x = to_padded(jt.values(), jt.offsets(), L) * self.config.dim**0.5
         x = self.dropout(x + self.positions.weight[None, :L])
         causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), diagonal=1)
         x = self.blocks(x, mask=causal)
-        return self.norm(x), lengths
+        return self.norm(x), lengths, rows
 
     def last_state(self, features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, dim]``: the state after each whole history (an empty history gets the state at position
         0 of an all-padding row: a learned "no history" state)."""
-        hidden, lengths = self(features)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), (lengths - 1).clamp(min=0)]
+        return self.last_state_and_rows(features)[0]
 
-    def score_all(self, states: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, num_items]`` of every item; the padding index 0 gets ``-inf``."""
-        scores = states @ self.item_table.T
+    def last_state_and_rows(self, features: KeyedJaggedTensor, output: torch.Tensor | str | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`last_state` and the output rows of :meth:`lookup`."""
+        hidden, lengths, rows = self.encode(features, output)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), (lengths - 1).clamp(min=0)], rows
+
+    def score_all(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, num_items]`` of every item (``table``: the output rows of ``lookup(..., "all")``,
+        default the weights); the padding index 0 gets ``-inf``."""
+        scores = states @ (self.item_table if table is None else table).T
         scores[:, 0] = float("-inf")
         return scores

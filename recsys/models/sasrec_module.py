@@ -14,6 +14,7 @@ from recsys.models.distributed import global_mean
 from recsys.models.jagged import to_jagged
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.optim import MuonRec
+from recsys.optim.param_groups import dense_parameters
 
 
 class SASRecModule(L.LightningModule):
@@ -48,28 +49,30 @@ class SASRecModule(L.LightningModule):
         self.test_metrics = RankingMetrics(ks=ks)
 
     def loss(self, batch: RetrievalBatch) -> torch.Tensor:
-        hidden, lengths = self.model(batch.features)
+        if self.hparams.loss == "bce" and batch.negatives is None:
+            raise ValueError("loss='bce' needs sampled negatives: set the data module's train_negatives")
+        # The output rows come with the history lookup (one call of the item table, sharded or not).
+        candidates = "all" if self.hparams.loss == "ce" else torch.cat([batch.targets[:, None], batch.negatives], dim=1)
+        hidden, lengths, rows = self.model.encode(batch.features, candidates)
         offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
         states = to_jagged(hidden, offsets)  # [sum(lengths), dim], aligned with batch.targets
         if self.hparams.loss == "ce":  # a mean over the global batch's positions, also under DDP
-            return global_mean(F.cross_entropy(self.model.score_all(states), batch.targets, reduction="sum"),
+            return global_mean(F.cross_entropy(self.model.score_all(states, rows), batch.targets, reduction="sum"),
                                batch.targets.shape[0])
-        if batch.negatives is None:
-            raise ValueError("loss='bce' needs sampled negatives: set the data module's train_negatives")
-        table = self.model.item_table
-        pos = (states * table[batch.targets]).sum(-1)
-        neg = torch.einsum("nd,nkd->nk", states, table[batch.negatives])
+        pos = (states * rows[:, 0]).sum(-1)
+        neg = torch.einsum("nd,nkd->nk", states, rows[:, 1:])
         return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
             neg, torch.zeros_like(neg)
         )
 
     def update_metrics(self, batch: RetrievalBatch, metrics: RankingMetrics) -> None:
-        states = self.model.last_state(batch.features)
         if batch.negatives is None:
-            metrics.update(self.model.score_all(states), batch.targets)
+            states, table = self.model.last_state_and_rows(batch.features, "all")
+            metrics.update(self.model.score_all(states, table), batch.targets)
             return
         candidates = torch.cat([batch.targets[:, None], batch.negatives], dim=1)
-        scores = torch.einsum("bd,bkd->bk", states, self.model.item_table[candidates])
+        states, rows = self.model.last_state_and_rows(batch.features, candidates)
+        scores = torch.einsum("bd,bkd->bk", states, rows)
         collide = candidates == batch.targets[:, None]
         collide[:, 0] = False  # a sampled negative equal to the positive is dropped, not counted
         metrics.update(scores, exclude=collide)
@@ -98,4 +101,4 @@ class SASRecModule(L.LightningModule):
         if hp.optimizer == "muonrec":
             return MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
                                       adamw_weight_decay=hp.weight_decay)
-        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(dense_parameters(self), lr=hp.lr, weight_decay=hp.weight_decay)

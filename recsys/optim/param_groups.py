@@ -53,6 +53,18 @@ def embedding_parameters(model: nn.Module) -> set[int]:
     return found
 
 
+def updated_in_backward(p: torch.Tensor) -> bool:
+    """Whether a fused optimizer updates ``p`` inside the backward pass (torchrec's sharded tables mark
+    such parameters with ``_in_backward_optimizers``): a module's own optimizer must leave it out."""
+    return hasattr(p, "_in_backward_optimizers")
+
+
+def dense_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters a module's own optimizer steps: those requiring gradients and not updated by a
+    fused optimizer in the backward pass. The same list on every rank and at every world size."""
+    return [p for p in model.parameters() if p.requires_grad and not updated_in_backward(p)]
+
+
 def _preset_says_muon(preset: Preset, name: str, p: torch.Tensor, is_table: bool) -> bool:
     if p.dim() < 2 or is_table:
         return False
@@ -72,8 +84,9 @@ def build_param_groups(
 ) -> list[dict[str, Any]]:
     """Two groups, ``use_muon=True`` then ``False``, each with ``params`` and ``param_names``.
 
-    Parameters that do not require gradients are left out. A parameter shared by several modules
-    appears once (under its first name).
+    Parameters that do not require gradients are left out, and so are those a fused optimizer updates in
+    the backward pass (torchrec's sharded tables). A parameter shared by several modules appears once
+    (under its first name).
     """
     tables = embedding_parameters(model)
     rules = [(re.compile(pattern), family) for pattern, family in (overrides or {}).items()]
@@ -84,7 +97,7 @@ def build_param_groups(
               False: {"use_muon": False, "params": [], "param_names": []}}
     seen: set[int] = set()
     for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
+        if not p.requires_grad or id(p) in seen or updated_in_backward(p):
             continue
         seen.add(id(p))
         use_muon = _preset_says_muon(preset, name, p, id(p) in tables)
