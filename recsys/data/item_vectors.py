@@ -32,8 +32,9 @@ def item_vectors(users: np.ndarray, items: np.ndarray, *, num_users: int, num_it
     matrix = torch.sparse_coo_tensor(index, torch.ones(users.shape[0]), (num_users, num_items)).coalesce()
     matrix = torch.sparse_coo_tensor(matrix.indices(), torch.log1p(matrix.values()), matrix.shape)
     q = min(dim, min(num_users, num_items) - 1)
-    torch.manual_seed(seed)
-    _, s, v = torch.svd_lowrank(matrix, q=q, niter=4)
+    with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global RNG: leave it as it was
+        torch.manual_seed(seed)
+        _, s, v = torch.svd_lowrank(matrix, q=q, niter=4)
     vectors = torch.nn.functional.normalize(v * s, dim=1)  # [num_items, q]; never-seen items stay 0
     if q < dim:
         vectors = torch.cat([vectors, vectors.new_zeros(num_items, dim - q)], dim=1)

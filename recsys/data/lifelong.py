@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,7 +204,13 @@ class LifelongDataModule(BatchedDataModule):
                                      collision=hp.sid_collision, seed=hp.seed)
             tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
             sids.save(tmp)
-            os.replace(tmp, folder)  # complete or absent
+            try:
+                os.replace(tmp, folder)  # complete or absent
+            except OSError:
+                # Another process (a rank of the same job) built the same deterministic IDs first.
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (folder / "semantic_ids.json").exists():
+                    raise
         return str(folder)
 
     def samples(self, stage: Stage) -> LifelongSamples:

@@ -52,7 +52,10 @@ class SparseFeatures(nn.Module):
             nn.init.normal_(table.weight, std=init_std)
 
     def forward(self, features: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
-        return self.collection(features)
+        out = self.collection(features)
+        # Sharded by DistributedModelParallel, the collection returns a lazy awaitable of the dict (the
+        # lookups' all-to-all in flight); wait for it, so callers get a plain dict either way.
+        return out if isinstance(out, dict) else out.wait()
 
     @staticmethod
     def single(embedded: dict[str, JaggedTensor], key: str) -> torch.Tensor:

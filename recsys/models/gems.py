@@ -44,6 +44,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.models.attention import EncoderBlock, FeedForward, SelfAttention
+from recsys.models.distributed import global_mean
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
 
@@ -179,14 +180,15 @@ class QuasiLinearSummarizer(nn.Module):
                             offsets: torch.Tensor) -> torch.Tensor:
         """Each lifecycle event's embedding (detached) predicted from its sample's summaries by attention
         with the event's age embedding as the query (``ages`` here are age embeddings ``[N, d]``)."""
-        if events.shape[0] == 0:
-            return summaries.sum() * 0.0
+        if events.shape[0] == 0:  # still a global mean: the other ranks' all-reduce needs this one
+            return global_mean(summaries.sum() * 0.0, 0)
         lengths = offsets[1:] - offsets[:-1]
         rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=events.device), lengths)
         q = self.recon_q(ages)  # [N, d]
         att = torch.softmax(torch.einsum("nd,nsd->ns", q, summaries[rows]) / q.shape[-1] ** 0.5, dim=-1)
         pred = torch.einsum("ns,nsd->nd", att, summaries[rows])
-        return F.mse_loss(pred, events.detach())
+        # The mean over the global batch's events (their count differs between ranks).
+        return global_mean(F.mse_loss(pred, events.detach(), reduction="sum"), events.numel())
 
 
 class CrossAttention(nn.Module):
