@@ -9,6 +9,9 @@ parser behind Lightning's CLI): ``recsys data prepare --help`` lists every optio
     recsys distill compare --data data/kr --memories '[memories/kr-diet]' --zoo configs/distill/zoo_tmall.yaml
     recsys export --checkpoint runs/gems/checkpoints/best.ckpt --quantize fp8 --out artifacts/gems-fp8
     recsys serve-bench --artifacts '[artifacts/gems-fp32, artifacts/gems-fp8]'
+    recsys fit --config configs/sasrec_kuairand.yaml --trainer.strategy torchrec --trainer.devices 2
+    recsys plan --train_config configs/sasrec_kuairand.yaml --world_size 8 --device cuda
+    recsys checkpoint consolidate --checkpoint runs/.../last.ckpt --out last-plain.ckpt
 
 Bad input exits with status 1 and a message naming the file, line and column; bad arguments exit with 2.
 """
@@ -454,6 +457,44 @@ def marc_train(
     print(f"wrote {out}: item and user codes of width {dim} from layer {index}; last epoch {history[-1]}")
 
 
+def plan(
+    *,
+    train_config: Path,
+    world_size: int = 2,
+    device: Literal["cpu", "cuda"] = "cpu",
+    local_world_size: int | None = None,
+    sharding: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
+) -> None:
+    """Print torchrec's sharding plan of a training config's model on ``world_size`` devices.
+
+    The model is built as ``recsys fit --config TRAIN_CONFIG`` would build it (its data must be prepared, for the
+    vocabulary sizes); ``sharding`` forces types per table like ``--trainer.strategy.sharding``, e.g.
+    ``--sharding '{item: row_wise}'``; ``overrides`` are more ``recsys fit`` arguments, e.g.
+    ``--overrides '[--data.init_args.data, data/kr]'``.
+    """
+    from recsys.fit import build_model
+    from recsys.models.sharding import describe_plan, embedding_tables, plan_sharding
+
+    model = build_model(["--config", str(train_config), *(overrides or [])])
+    tables = embedding_tables(model)
+    result = plan_sharding(model, world_size, sharding=sharding, device=device, local_world_size=local_world_size)
+    print(f"{len(tables)} embedding tables ({', '.join(f'{t}: {n:,} rows' for t, n in tables.items())}) "
+          f"on {world_size} {device} devices:")
+    print(describe_plan(result))
+
+
+def checkpoint_consolidate(*, checkpoint: Path, out: Path) -> None:
+    """Write a sharded checkpoint folder (``--trainer.strategy torchrec``) as one plain checkpoint file
+    with whole tables: what ``recsys export`` and single-process tools read."""
+    from recsys.models.sharded_checkpoint import consolidate
+
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another --out")
+    consolidate(checkpoint, out)
+    print(f"wrote {out}")
+
+
 COMMANDS = {
     "data": {"prepare": data_prepare, "synth": data_synth},
     "distill": {"diet": distill_diet, "baseline": distill_baseline, "compare": distill_compare},
@@ -462,6 +503,8 @@ COMMANDS = {
     "bench-optim": bench_optim,
     "export": export,
     "serve-bench": serve_bench,
+    "plan": plan,
+    "checkpoint": {"consolidate": checkpoint_consolidate},
 }
 
 

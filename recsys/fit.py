@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+import recsys.models.sharding  # noqa: F401  (registers the "torchrec" strategy)
+
 #: Model __init__ argument -> the data module attribute it is linked from.
 LINKS = {
     "cardinalities": "feature_cardinalities",
@@ -74,3 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def build_model(argv: list[str]) -> Any:
+    """The LightningModule a ``recsys fit`` command line would train (its data module is built too, for
+    the links), without training."""
+    cli = RecsysCLI(args=argv, links=links_for(_model_class_path(argv)), subclass_mode_model=True,
+                    subclass_mode_data=True, run=False, save_config_callback=None)
+    return cli.model

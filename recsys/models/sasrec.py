@@ -21,6 +21,7 @@ Input (a KJT with key ``"item"``), for histories ``[5, 9, 2]`` and ``[7]``::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -43,16 +44,23 @@ class SASRecConfig:
     num_heads: int = 2
     max_len: int = 50
     dropout: float = 0.2
+    #: ``"meta"``: create the item table without memory, for torchrec to materialize only each rank's
+    #: shard (a 10M-row table never exists whole on one rank); the rows are then drawn per shard, so the
+    #: initial table differs from a ``"cpu"`` one of the same seed.
+    embedding_device: str = "cpu"
 
 
 class SASRec(nn.Module):
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
         self.config = config
+        std = config.dim**-0.5
         self.items = EmbeddingCollection(
             tables=[EmbeddingConfig(name="item", embedding_dim=config.dim, num_embeddings=config.num_items,
-                                    feature_names=["item", OUTPUT_KEY])],
-            device=torch.device("cpu"),
+                                    feature_names=["item", OUTPUT_KEY],
+                                    # on meta, torchrec draws each shard's rows with this when it shards
+                                    init_fn=partial(nn.init.normal_, std=std) if config.embedding_device == "meta" else None)],
+            device=torch.device(config.embedding_device),
         )
         self.positions = nn.Embedding(config.max_len, config.dim)
         layer = nn.TransformerEncoderLayer(
@@ -62,7 +70,8 @@ class SASRec(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         self.dropout = nn.Dropout(config.dropout)
-        nn.init.normal_(self.item_table, std=config.dim**-0.5)
+        if config.embedding_device != "meta":
+            nn.init.normal_(self.item_table, std=std)
         nn.init.normal_(self.positions.weight, std=0.02)
 
     @property

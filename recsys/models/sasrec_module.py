@@ -41,10 +41,11 @@ class SASRecModule(L.LightningModule):
         muon_lr: float = 0.02,
         weight_decay: float = 0.0,
         ks: tuple[int, ...] = (10, 50),
+        embedding_device: str = "cpu",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = SASRec(SASRecConfig(num_items, dim, num_layers, num_heads, max_len, dropout))
+        self.model = SASRec(SASRecConfig(num_items, dim, num_layers, num_heads, max_len, dropout, embedding_device))
         self.val_metrics = RankingMetrics(ks=ks)
         self.test_metrics = RankingMetrics(ks=ks)
 

@@ -148,7 +148,8 @@ def describe_plan(plan: Any) -> str:
             for shard in (ps.sharding_spec.shards if ps.sharding_spec is not None else []):
                 rank = shard.placement.rank()
                 (r0, c0), (nr, nc) = shard.shard_offsets[:2], shard.shard_sizes[:2]
-                shards.append(f"rank {rank}: rows {r0}-{r0 + nr - 1}, cols {c0}-{c0 + nc - 1}")
+                if nr and nc:  # row-wise plans of small tables leave some ranks empty
+                    shards.append(f"rank {rank}: rows {r0}-{r0 + nr - 1}, cols {c0}-{c0 + nc - 1}")
             where = ", ".join(shards) if shards else f"ranks {ps.ranks}"
             lines.append(f"{path}  {table}  {ps.sharding_type}  {ps.compute_kernel}  {where}")
     return "\n".join(lines)
@@ -200,6 +201,12 @@ class TorchrecStrategy(DDPStrategy):
             return self.embedding_lr
         hparams = getattr(self.lightning_module, "hparams", {})
         return float(hparams.get("lr", 0.01)) if isinstance(hparams, Mapping) else 0.01
+
+    def model_to_device(self) -> None:
+        # Tables created on the meta device (e.g. SASRec's embedding_device="meta") stay there until
+        # DistributedModelParallel materializes each rank's shard; everything else moves as usual.
+        assert self.model is not None
+        self.model._apply(lambda t: t if t.is_meta else t.to(self.root_device))
 
     def configure_ddp(self) -> None:
         from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel

@@ -34,10 +34,11 @@ def _free_port() -> int:
 
 def _setup(kind: str, data: str, batch: int) -> tuple[L.LightningModule, L.LightningDataModule, dict]:
     """The module, its data, and the strategy's arguments (forced sharding per table)."""
-    if kind == "sasrec":
+    if kind in ("sasrec", "sasrec_meta"):
         dm = RetrievalDataModule(data, batch_size=batch, max_len=20, seed=0)
+        device = "meta" if kind == "sasrec_meta" else "cpu"
         return SASRecModule(num_items=dm.num_items, dim=16, num_layers=1, num_heads=2, max_len=20, dropout=0.0,
-                            lr=1e-2), dm, {"sharding": {"item": "row_wise"}}
+                            lr=1e-2, embedding_device=device), dm, {"sharding": {"item": "row_wise"}}
     if kind == "a2gen":
         dm = ChainDataModule(data, batch_size=batch, seed=0)
         # item row-wise, user table-wise, the small tables left to the planner
@@ -168,3 +169,12 @@ def test_sharded_checkpoints_resume_across_world_sizes(prepared_kuairand, tmp_pa
     model.load_state_dict(plain["state_dict"])
     assert plain[sharded_checkpoint.FUSED_KEY]["state"]["model.items.embeddings.item.weight"]["item.momentum1"].shape \
         == (table.shape[0],)
+
+
+def test_tables_on_the_meta_device_materialize_only_as_shards(prepared_kuairand, tmp_path):
+    """``embedding_device="meta"``: no rank builds the whole table; torchrec draws each shard's rows with
+    the model's init (normal, std dim**-0.5) and training runs."""
+    state = _run(2, "sasrec_meta", str(prepared_kuairand), str(tmp_path / "meta.pt"))
+    table = state["model.items.embeddings.item.weight"]
+    assert abs(float(table.std()) - 16**-0.5) < 0.1 * 16**-0.5  # torchrec's own default would give ~0.03
+    assert torch.isfinite(table).all() and float(table.abs().min()) < 0.01 < float(table.abs().max())
