@@ -32,20 +32,16 @@ and keeps the planner to table-wise and row-wise. On CUDA every sharding type an
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from recsys.models import sharded_checkpoint
-
-log = logging.getLogger(__name__)
 
 ShardingName = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
 EmbeddingOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
@@ -138,8 +134,9 @@ def plan_sharding(
 def describe_plan(plan: Any) -> str:
     """One line per table: module, table, sharding type, compute kernel, and ranks with their row ranges.
 
-    >>> print(describe_plan(plan))                                  # doctest: +SKIP
-    model.items  item  row_wise  fused  rank 0: rows 0-499, rank 1: rows 500-999
+    >>> print(describe_plan(plan_sharding(SASRec(SASRecConfig(num_items=1000)), 2, sharding={"item": "row_wise"})))
+    ... # doctest: +SKIP
+    items  item  row_wise  fused  rank 0: rows 0-499, cols 0-63, rank 1: rows 500-999, cols 0-63
     """
     lines = []
     for path, tables in plan.plan.items():
@@ -249,7 +246,6 @@ class TorchrecStrategy(DDPStrategy):
                                 barrier=self.barrier)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
         self._sharded_checkpoint = sharded_checkpoint.ShardedCheckpoint(Path(checkpoint_path))
         return self._sharded_checkpoint.meta
 

@@ -34,11 +34,12 @@ def _free_port() -> int:
 
 def _setup(kind: str, data: str, batch: int) -> tuple[L.LightningModule, L.LightningDataModule, dict]:
     """The module, its data, and the strategy's arguments (forced sharding per table)."""
-    if kind in ("sasrec", "sasrec_meta"):
+    if kind.startswith("sasrec"):
         dm = RetrievalDataModule(data, batch_size=batch, max_len=20, seed=0)
         device = "meta" if kind == "sasrec_meta" else "cpu"
+        optimizer = "muonrec" if kind == "sasrec_muonrec" else "adamw"
         return SASRecModule(num_items=dm.num_items, dim=16, num_layers=1, num_heads=2, max_len=20, dropout=0.0,
-                            lr=1e-2, embedding_device=device), dm, {"sharding": {"item": "row_wise"}}
+                            lr=1e-2, optimizer=optimizer, embedding_device=device), dm, {"sharding": {"item": "row_wise"}}
     if kind == "a2gen":
         dm = ChainDataModule(data, batch_size=batch, seed=0)
         # item row-wise, user table-wise, the small tables left to the planner
@@ -127,15 +128,17 @@ def test_plan_forces_and_plans_per_table_and_refuses_what_cpu_cannot_run():
     assert constraints({"item": 1000}, {"item": "data_parallel"}, "cuda")["item"].sharding_types == ["data_parallel"]
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "a2gen", "gems"])
+@pytest.mark.parametrize("kind", ["sasrec", "sasrec_muonrec", "a2gen", "gems"])
 def test_two_processes_equal_one_at_the_same_global_batch(kind, prepared_kuairand, prepared_tmall,
                                                           prepared_lifelong, tmp_path):
     """Tables sharded across 2 ranks (row-wise, table-wise) train like the 1-rank run: the lookups' all-to-all
     and torchrec's gradient division make each sharded row's update the one of the whole global batch."""
-    data = str({"sasrec": prepared_kuairand, "a2gen": prepared_tmall, "gems": prepared_lifelong}[kind])
+    data = str({"a2gen": prepared_tmall, "gems": prepared_lifelong}.get(kind, prepared_kuairand))
     two = _run(2, kind, data, str(tmp_path / "two.pt"))
     one = _run(1, kind, data, str(tmp_path / "one.pt"))
-    _assert_same(two, one, atol=1e-5)  # the same sums in another order: ~1e-7 apart, AdamW after 3 steps ~1e-6
+    # The same sums in another order: ~1e-7 apart, AdamW after 3 steps ~1e-6. MuonRec's Newton-Schulz runs
+    # in bf16 (split across the ranks), where such differences can flip a rounding: up to ~5e-3 (as with DDP).
+    _assert_same(two, one, atol=5e-3 if kind == "sasrec_muonrec" else 1e-5)
     initial = _initial_state(kind, data)
     for table in [k for k in one if ".embeddings." in k and k.endswith(".weight")]:
         assert not torch.equal(one[table], initial[table]), f"{table} did not train"
@@ -178,3 +181,34 @@ def test_tables_on_the_meta_device_materialize_only_as_shards(prepared_kuairand,
     table = state["model.items.embeddings.item.weight"]
     assert abs(float(table.std()) - 16**-0.5) < 0.1 * 16**-0.5  # torchrec's own default would give ~0.03
     assert torch.isfinite(table).all() and float(table.abs().min()) < 0.01 < float(table.abs().max())
+
+
+def test_recsys_fit_with_the_torchrec_strategy_on_two_cpu_processes(prepared_kuairand, tmp_path, capsys):
+    """The command line: `recsys fit ... --trainer.strategy torchrec --trainer.devices 2` writes sharded
+    checkpoint folders; `recsys checkpoint consolidate` makes one plain file of them; `recsys plan` prints
+    the plan of the same config without processes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recsys.cli import main
+
+    config = Path(__file__).parents[2] / "configs" / "sasrec_kuairand.yaml"
+    common = ["--config", str(config), "--data.init_args.data", str(prepared_kuairand), "--model.init_args.dim", "16"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([sys.executable, "-m", "recsys.cli", "fit", *common, "--trainer.strategy", "torchrec",
+                    "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                    "--trainer.enable_progress_bar", "false"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    last = tmp_path / "runs" / "sasrec_kuairand" / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in last.iterdir()) == ["meta.pt", "shards-00000-of-00002.safetensors",
+                                                      "shards-00001-of-00002.safetensors"]
+    assert main(["checkpoint", "consolidate", "--checkpoint", str(last), "--out", str(tmp_path / "plain.ckpt")]) == 0
+    plain = torch.load(tmp_path / "plain.ckpt", weights_only=True)
+    assert plain["state_dict"]["model.items.embeddings.item.weight"].shape[1] == 16
+    capsys.readouterr()
+    assert main(["plan", "--train_config", str(config), "--world_size", "4", "--sharding", "{item: row_wise}",
+                 "--overrides", f"[--data.init_args.data, {prepared_kuairand}]"]) == 0
+    printed = capsys.readouterr().out
+    assert "item  row_wise  fused  rank 0: rows 0-" in printed and "rank 3: rows" in printed
