@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-Dataset = Literal["tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m"]
+Dataset = Literal["tmall", "tmall-rec", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m"]
 
 
 def data_prepare(

@@ -69,7 +69,7 @@ SPECS = {
 def spec_for(dataset: str) -> ChainSpec:
     if dataset.startswith("movielens"):
         return SPECS["movielens"]
-    return SPECS["tmall" if dataset == "tmall" else "kuairand"]
+    return SPECS["tmall" if dataset.startswith("tmall") else "kuairand"]
 
 
 @dataclass

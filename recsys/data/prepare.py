@@ -39,9 +39,10 @@ from recsys.data.movielens import MovieLensSource
 from recsys.data.source import RawSource, SideTable
 from recsys.data.splits import SPLIT_NAMES, assign_date_split
 from recsys.data.tmall import TmallSource
+from recsys.data.tmall_rec import TmallRecSource
 from recsys.data.vocab import INDEX_DTYPE, Vocab, count_values
 
-DATASETS = ("tmall", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m")
+DATASETS = ("tmall", "tmall-rec", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m")
 TIE_RULE = (
     "events of a user are ordered by ts, then item index, then (Tmall) the action bits, then the remaining "
     "columns; Tmall has day resolution, and all actions of a user on an item in one day are one event"
@@ -64,6 +65,8 @@ def make_source(dataset: str, raw: Path, *, year: int | None = None, include_ran
     ``include_random``: KuaiRand only)."""
     if dataset == "tmall":
         return TmallSource(raw) if year is None else TmallSource(raw, year=year)
+    if dataset == "tmall-rec":
+        return TmallRecSource(raw)
     if dataset.startswith("movielens-") and dataset in DATASETS:
         return MovieLensSource(raw, dataset.removeprefix("movielens-"))
     if dataset in DATASETS:

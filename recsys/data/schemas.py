@@ -192,6 +192,13 @@ TMALL_ACTION_TYPES: dict[int, str] = {0: "click", 1: "cart", 2: "purchase", 3: "
 #: Tmall's actions in funnel order: the bit order of the prepared ``actions`` bitmask.
 TMALL_ACTIONS: tuple[str, ...] = ("click", "favourite", "cart", "purchase")
 #: Published release sizes.
+# The Tianchi 2014 "Rec Tmall" log (Tianchi_2014002_Rec_Tmall_Log): see recsys.data.tmall_rec.
+TMALL_REC_LOG: Schema = {"item_id": pl.Int64(), "user_id": pl.Int64(), "action": pl.String(), "vtime": pl.String()}
+#: Its action names -> the toolkit's Tmall action names (TMALL_ACTIONS).
+TMALL_REC_ACTIONS: dict[str, str] = {"click": "click", "collect": "favourite", "cart": "cart", "alipay": "purchase"}
+#: The file name the synthetic generator writes (the real parts are found by their header).
+TMALL_REC_LOG_FILE = "tianchi_2014002_rec_tmall_log.csv"
+
 TMALL_ROWS = 54_925_330
 TMALL_USERS = 424_170
 TMALL_ITEMS = 1_090_390

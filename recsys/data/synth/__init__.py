@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 from .kuairand import KuaiRandSynthConfig, KuaiRandTruth, kuairand_dates, kuairand_truth, write_kuairand
 from .latent import LatentConfig
+from .tmall_rec import write_tmall_rec
 from .movielens import THEMES, MovieLensSynthConfig, MovieLensTruth, movielens_truth, write_movielens
 from .tmall import TmallSynthConfig, TmallTruth, tmall_dates, tmall_truth, write_tmall
 
@@ -66,11 +67,12 @@ __all__ = [
 
 #: Dataset name -> KuaiRand or MovieLens release (``None`` for Tmall).
 DATASETS: dict[str, str | None] = {
-    "tmall": None, "kuairand-pure": "pure", "kuairand-1k": "1k", "kuairand-27k": "27k",
+    "tmall": None, "tmall-rec": None, "kuairand-pure": "pure", "kuairand-1k": "1k", "kuairand-27k": "27k",
     "movielens-100k": "100k", "movielens-1m": "1m",
 }
 #: Names of the files holding the interaction logs (for :attr:`SynthReport.log_rows`).
 _RATINGS_FILES = ("ratings.dat", "u.data")
+TMALL_REC_LOG_FILE = "tianchi_2014002_rec_tmall_log.csv"
 
 SynthConfig = KuaiRandSynthConfig | TmallSynthConfig | MovieLensSynthConfig
 
@@ -99,7 +101,7 @@ class SynthReport:
         """Rows of the interaction logs (KuaiRand ``log_*`` files, Tmall ``user_log_format1.csv``, MovieLens
         ``ratings.dat`` / ``u.data``)."""
         return sum(n for name, n in self.files.items()
-                   if name.startswith(("log_", "user_log")) or name in _RATINGS_FILES)
+                   if name.startswith(("log_", "user_log")) or name in _RATINGS_FILES or name == TMALL_REC_LOG_FILE)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -172,7 +174,9 @@ def synthesize(
     tmp.mkdir()
     t0 = time.perf_counter()
     try:
-        if isinstance(cfg, TmallSynthConfig):
+        if dataset == "tmall-rec":
+            files = write_tmall_rec(cfg, tmp, progress=progress)
+        elif isinstance(cfg, TmallSynthConfig):
             files = write_tmall(cfg, tmp, progress=progress)
         elif isinstance(cfg, MovieLensSynthConfig):
             files = write_movielens(cfg, tmp, progress=progress)
