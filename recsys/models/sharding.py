@@ -24,10 +24,11 @@ chosen plan is logged on rank 0 (:func:`describe_plan`). Checkpoints are sharded
 rows it holds, :mod:`recsys.models.sharded_checkpoint`) and resume with any number of processes.
 
 What runs where (measured with torchrec 1.9.2, fbgemm-gpu-cpu 1.9.0): on CPU, fbgemm has fused TBE kernels
-for table-wise and row-wise tables with the SGD, Adagrad and rowwise-Adagrad optimizers, but its dense TBE
-(the kernel of data-parallel tables) ignores ``PoolingMode.NONE`` and returns pooled rows, so
-``EmbeddingCollection`` tables cannot be data-parallel there: the strategy refuses ``data_parallel`` on CPU
-and keeps the planner to table-wise and row-wise. On CUDA every sharding type and fused Adam are available.
+for table-wise and row-wise tables with the SGD, Adagrad and rowwise-Adagrad optimizers; its dense TBE (the
+kernel of data-parallel tables) ignores ``PoolingMode.NONE`` on CPU and returns pooled rows, which
+:mod:`recsys.models.torchrec_cpu` works around (bags of one id), so data-parallel tables run too (they train
+with the module's own optimizer, their gradients all-reduced like any dense parameter). Column-wise sharding
+is left to CUDA. On CUDA every sharding type and fused Adam are available.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from recsys.models import sharded_checkpoint
+from recsys.models.torchrec_cpu import patch_dense_sequence_lookup
 
 ShardingName = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
 EmbeddingOptimizer = Literal["rowwise_adagrad", "adagrad", "sgd", "adam"]
-#: Sharding types the CPU kernels support for EmbeddingCollection tables (see the module docstring).
-CPU_SHARDING_TYPES = ("table_wise", "row_wise")
+#: Sharding types that run for EmbeddingCollection tables on CPU (see the module docstring).
+CPU_SHARDING_TYPES = ("table_wise", "row_wise", "data_parallel")
 _OPTIMIZERS = {"rowwise_adagrad": "EXACT_ROWWISE_ADAGRAD", "adagrad": "EXACT_ADAGRAD", "sgd": "EXACT_SGD",
                "adam": "ADAM"}
 _CPU_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
@@ -95,9 +97,8 @@ def constraints(tables: Mapping[str, int], sharding: Mapping[str, str], device: 
         if forced is not None and forced not in known:
             raise ValueError(f"table {table!r}: unknown sharding type {forced!r}; expected one of {sorted(known)}")
         if device == "cpu" and forced is not None and forced not in CPU_SHARDING_TYPES:
-            raise ValueError(
-                f"table {table!r}: {forced} sharding has no CPU kernel for EmbeddingCollection tables (fbgemm's CPU "
-                f"dense TBE returns pooled rows); use one of {list(CPU_SHARDING_TYPES)} on CPU, or run on CUDA")
+            raise ValueError(f"table {table!r}: {forced} sharding is not run on CPU here; use one of "
+                             f"{list(CPU_SHARDING_TYPES)} on CPU, or run on CUDA")
         if forced is not None:
             out[table] = ParameterConstraints(sharding_types=[forced])
         elif device == "cpu":
@@ -213,6 +214,8 @@ class TorchrecStrategy(DDPStrategy):
         if device == "cpu" and self.embedding_optimizer not in _CPU_OPTIMIZERS:
             raise ValueError(f"embedding_optimizer {self.embedding_optimizer!r} has no CPU kernel in fbgemm; "
                              f"use one of {list(_CPU_OPTIMIZERS)} on CPU")
+        if device == "cpu":
+            patch_dense_sequence_lookup()  # data-parallel tables: fbgemm's CPU dense kernel pools (see its module)
         module = self.model
         assert module is not None
         pg = dist.group.WORLD

@@ -38,8 +38,9 @@ def _setup(kind: str, data: str, batch: int) -> tuple[L.LightningModule, L.Light
         dm = RetrievalDataModule(data, batch_size=batch, max_len=20, seed=0)
         device = "meta" if kind == "sasrec_meta" else "cpu"
         optimizer = "muonrec" if kind == "sasrec_muonrec" else "adamw"
+        sharding = "data_parallel" if kind == "sasrec_dp" else "row_wise"
         return SASRecModule(num_items=dm.num_items, dim=16, num_layers=1, num_heads=2, max_len=20, dropout=0.0,
-                            lr=1e-2, optimizer=optimizer, embedding_device=device), dm, {"sharding": {"item": "row_wise"}}
+                            lr=1e-2, optimizer=optimizer, embedding_device=device), dm, {"sharding": {"item": sharding}}
     if kind == "a2gen":
         dm = ChainDataModule(data, batch_size=batch, seed=0)
         # item row-wise, user table-wise, the small tables left to the planner
@@ -119,8 +120,8 @@ def test_plan_forces_and_plans_per_table_and_refuses_what_cpu_cannot_run():
     assert "items  item  row_wise  fused" in text and "rank 0: rows 0-499" in text and "rank 1: rows 500-999" in text
     planned = plan_sharding(model, 4)  # no constraint: the planner picks, within what CPU kernels run
     assert planned.plan["items"]["item"].sharding_type in ("table_wise", "row_wise")
-    with pytest.raises(ValueError, match="data_parallel sharding has no CPU kernel"):
-        constraints({"item": 1000}, {"item": "data_parallel"}, "cpu")
+    with pytest.raises(ValueError, match="column_wise sharding is not run on CPU"):
+        constraints({"item": 1000}, {"item": "column_wise"}, "cpu")
     with pytest.raises(ValueError, match="unknown table"):
         constraints({"item": 1000}, {"items": "row_wise"}, "cpu")
     with pytest.raises(ValueError, match="unknown sharding type"):
@@ -128,7 +129,7 @@ def test_plan_forces_and_plans_per_table_and_refuses_what_cpu_cannot_run():
     assert constraints({"item": 1000}, {"item": "data_parallel"}, "cuda")["item"].sharding_types == ["data_parallel"]
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "sasrec_muonrec", "a2gen", "gems"])
+@pytest.mark.parametrize("kind", ["sasrec", "sasrec_muonrec", "sasrec_dp", "a2gen", "gems"])
 def test_two_processes_equal_one_at_the_same_global_batch(kind, prepared_kuairand, prepared_tmall,
                                                           prepared_lifelong, tmp_path):
     """Tables sharded across 2 ranks (row-wise, table-wise) train like the 1-rank run: the lookups' all-to-all
