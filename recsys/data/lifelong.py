@@ -27,6 +27,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -69,7 +71,8 @@ class LifelongBatch(_Movable):
 
 class LifelongSamples(Dataset):
     def __init__(self, dataset: PreparedDataset, seq, author: np.ndarray | None, stage: Stage, *, recent: int,
-                 mid: int, life: int | None, eval_per_user: int | None, max_train_per_user: int | None) -> None:
+                 mid: int, life: int | None, eval_per_user: int | None, max_train_per_user: int | None,
+                 train_targets: str = "latest") -> None:
         self.seq, self.author = seq, author
         self.recent, self.mid, self.life = recent, mid, life
         code = {"train": TRAIN, "valid": VALID, "test": TEST}[stage]
@@ -82,10 +85,15 @@ class LifelongSamples(Dataset):
             owner = user_of[pos]
             first = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
             rank = np.arange(pos.size) - np.repeat(first, np.diff(np.r_[first, pos.size]))
-            if stage == "train":  # keep the latest training targets of a user
-                count = np.diff(np.r_[first, pos.size])
-                rank = np.repeat(count, count) - 1 - rank
-            pos = pos[rank < cap]
+            count = np.repeat(np.diff(np.r_[first, pos.size]), np.diff(np.r_[first, pos.size]))
+            if stage == "train" and train_targets == "spread":  # cap targets evenly spaced, ending at the latest
+                back = count - 1 - rank
+                keep = (back == 0) | ((back * cap) // count != ((back - 1) * cap) // count)
+                pos = pos[keep | (count <= cap)]
+            else:
+                if stage == "train":  # keep the latest training targets of a user
+                    rank = count - 1 - rank
+                pos = pos[rank < cap]
         self.targets = pos
         self.owner = user_of[pos]
 
@@ -130,8 +138,10 @@ class LifelongDataModule(BatchedDataModule):
         data: folder of a prepared dataset.
         positive: actions that make an event part of the sequence (``None``: any action).
         recent / mid: stream lengths; life: cap on the lifecycle stream (``None``: everything older).
-        eval_per_user: validation/test targets per user; max_train_per_user: latest training targets
-            per user (``None``: all).
+        eval_per_user: validation/test targets per user; max_train_per_user: training targets per user
+            (``None``: all): the latest ones (``train_targets="latest"``) or evenly spaced over the user's
+            training period (``"spread"``: targets at every distance from an interest's last occurrence,
+            e.g. where a long-dormant interest returns).
         sid_levels / sid_codebook / sid_collision: the semantic IDs (:attr:`semantic_ids_path`): residual
             k-means over SVD item vectors of the training interactions.
         sid_vectors: build the semantic IDs from these item vectors instead (a safetensors file with an
@@ -147,6 +157,7 @@ class LifelongDataModule(BatchedDataModule):
         life: int | None = None,
         eval_per_user: int | None = 1,
         max_train_per_user: int | None = None,
+        train_targets: Literal["latest", "spread"] = "latest",
         sid_levels: int = 3,
         sid_codebook: int = 64,
         sid_collision: str = "extra_level",
@@ -217,4 +228,5 @@ class LifelongDataModule(BatchedDataModule):
         self.setup()
         hp = self.hparams
         return LifelongSamples(self.dataset, self._seq, self._author, stage, recent=hp.recent, mid=hp.mid,
-                               life=hp.life, eval_per_user=hp.eval_per_user, max_train_per_user=hp.max_train_per_user)
+                               life=hp.life, eval_per_user=hp.eval_per_user, max_train_per_user=hp.max_train_per_user,
+                               train_targets=hp.train_targets)

@@ -41,3 +41,18 @@ def test_semantic_ids_are_built_once_and_cover_the_catalogue(prepared_lifelong):
     assert len(set(map(tuple, sids.codes[1:].tolist()))) == dm.num_items - 1  # distinct after collisions
     stamp = os.stat(path).st_mtime_ns
     assert dm.semantic_ids_path == path and os.stat(path).st_mtime_ns == stamp  # cached, not rebuilt
+
+
+def test_spread_training_targets_cover_the_training_period(prepared_lifelong):
+    """``train_targets="spread"``: the same number of targets per user as ``"latest"``, evenly spaced over
+    the user's training events instead of the last ones."""
+    common = dict(recent=8, mid=32, max_train_per_user=10)
+    latest = LifelongDataModule(prepared_lifelong, **common).samples("train")
+    spread = LifelongDataModule(prepared_lifelong, train_targets="spread", **common).samples("train")
+    assert len(latest) == len(spread)
+    for user in np.unique(spread.owner)[:10]:
+        a, b = latest.targets[latest.owner == user], spread.targets[spread.owner == user]
+        assert len(a) == len(b) <= 10
+        assert b.min() < a.min() and b.max() == a.max()  # from early on, up to the last training event
+        gaps = np.diff(b)
+        assert gaps.max() <= 2 * gaps.min() + 1  # evenly spaced

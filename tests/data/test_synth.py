@@ -609,3 +609,30 @@ def test_kuairand_engagement_style_drives_likes_and_play(pure):
     hi, lo = frame.filter(pl.col("style") > 1), frame.filter(pl.col("style") < -1)
     assert hi["is_like"].mean() > 3 * lo["is_like"].mean()
     assert hi["ratio"].median() > lo["ratio"].median()
+
+
+@pytest.mark.parametrize("phase", [-1, 0])
+def test_periodic_dormant_topic_returns_on_its_schedule(tmp_path, phase):
+    """``dormant_period``: the dormant topic is clicked only on its ``dormant_on`` days of every period, at one
+    phase for all users (``dormant_phase=0``) or a phase per user; the other latent draws are unchanged."""
+    from recsys.data.synth import kuairand_truth, make_config, synthesize
+    from recsys.data.synth import latent as L
+
+    kw = dict(users=60, items=800, days=30, rows_per_user_day=30.0, seed=4)
+    rep = synthesize("kuairand-1k", tmp_path / "p", dormant_period=10, dormant_on=3, dormant_phase=phase, **kw)
+    truth = kuairand_truth(rep.config)
+    log = pl.read_csv(rep.out / "log_standard_4_08_to_4_21_1k.csv")
+    log = pl.concat([log, pl.read_csv(rep.out / "log_standard_4_22_to_5_08_1k.csv")])
+    u, i = log["user_id"].to_numpy(), log["video_id"].to_numpy()
+    d = truth.day_index(log["date"].to_numpy())
+    lat = L.user_latents(rep.config, rep.config.days, 0, rep.config.users)
+    on = L.dormant_on_days(rep.config, lat, truth.dormant_active, u, d)
+    dorm = truth.item_topic[i] == truth.dormant_topic[u]
+    assert dorm[~on].sum() == 0 and dorm[on].mean() > 0.1
+    assert np.isclose(on.mean(), 0.3, atol=0.1)
+    if phase == 0:
+        assert (on == (d % 10 < 3)).all()
+    else:
+        assert len(np.unique(lat["phase"])) > 3
+    plain = L.user_latents(make_config("kuairand-1k", **kw), 30, 0, 60)
+    assert np.array_equal(plain["dormant"], lat["dormant"]) and np.array_equal(plain["base"], lat["base"])

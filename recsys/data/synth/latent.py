@@ -28,6 +28,10 @@ Generative process
   fraction of days it takes a share ``dormant_share`` of the mixture:
   ``P_u,t = (1 - s) * softmax(...) + s * onehot(dormant_u)``. In the gap between the two windows the
   user never sees that topic: it comes back after a long absence (a target for lifelong-sequence models).
+  With ``dormant_period > 0`` it instead comes back periodically: active on ``dormant_on`` days of every
+  ``dormant_period``, at a per-user phase (a hash of the seed and the user id) or one phase for all
+  (``dormant_phase``), so returns after a gap of
+  ``dormant_period - dormant_on`` days happen in the training period too (something a model can learn from).
 * **Users: activity.** ``activity_u = exp(sigma * z - sigma^2 / 2)`` (lognormal with mean 1) scales the
   number of events per day.
 * **Affinity.** The interest vector of user ``u`` on day ``t`` is ``I_u,t = P_u,t @ C`` and the affinity
@@ -65,6 +69,7 @@ S_TABLES = 10
 S_RANDOM_LOG = 11
 S_LABELS = 12
 S_USER_STYLE = 13
+S_DORMANT_PHASE = 14
 
 
 def make_rng(seed: int, *key: int) -> np.random.Generator:
@@ -98,6 +103,13 @@ class LatentConfig:
     dormant_early: float = 0.2
     #: Fraction of the days, at the end, where the dormant topic is active again.
     dormant_late: float = 0.2
+    #: If > 0: the dormant topic is active on ``dormant_on`` days of every ``dormant_period`` days, at a
+    #: per-user phase, instead of the early and late windows (``dormant_early``/``dormant_late`` unused).
+    dormant_period: int = 0
+    dormant_on: int = 3
+    #: The schedule's phase in days: -1 a per-user phase, else the same for every user (active on days ``t``
+    #: with ``(t + dormant_phase) % dormant_period < dormant_on``: synchronized returns).
+    dormant_phase: int = -1
     #: Lognormal spread of user activity (events per day scale, mean 1).
     activity_sigma: float = 1.0
     #: Strength of the per-(user, topic) *action style*, a standard normal ``style[u, k]``: how decisive
@@ -121,6 +133,8 @@ class LatentConfig:
         for name in ("dormant_early", "dormant_late"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.dormant_period < 0 or (self.dormant_period and not 1 <= self.dormant_on < self.dormant_period):
+            raise ValueError("dormant_period must be >= 0, and dormant_on in 1..dormant_period-1 when it is > 0")
         for name in ("item_noise", "taste_noise", "drift", "activity_sigma", "favourite_boost", "style_strength"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -327,7 +341,22 @@ def user_latents(cfg: LatentConfig, days: int, lo: int, hi: int) -> dict[str, np
             "activity": np.exp(s * z - 0.5 * s * s),
         }
 
-    return per_user_blocks(cfg.seed, S_USERS, lo, hi, make)
+    lat = per_user_blocks(cfg.seed, S_USERS, lo, hi, make)
+    if cfg.dormant_period:  # a hash of (seed, user id): no draw from the streams above, which stay as they were
+        u = hash_uniform(hash_key(cfg.seed, S_DORMANT_PHASE), np.arange(lo, hi, dtype=np.uint64))
+        lat["phase"] = np.minimum((u * cfg.dormant_period).astype(np.int64), cfg.dormant_period - 1)
+        if cfg.dormant_phase >= 0:
+            lat["phase"][:] = cfg.dormant_phase
+    return lat
+
+
+def dormant_on_days(cfg: LatentConfig, lat: dict[str, np.ndarray], active: np.ndarray, u: np.ndarray,
+                    t: np.ndarray) -> np.ndarray:
+    """Bool per (local user ``u``, day ``t``): the dormant topic is active (the windows' ``active[t]``, or the
+    user's periodic schedule when ``dormant_period > 0``)."""
+    if cfg.dormant_period:
+        return (t + lat["phase"][u]) % cfg.dormant_period < cfg.dormant_on
+    return active[t]
 
 
 def user_styles(cfg: LatentConfig, lo: int, hi: int) -> np.ndarray:
@@ -367,7 +396,7 @@ def topic_probs_at(
     """``P_u,t`` (len(u), K) float32 for local user indices ``u`` and day indices ``t``."""
     p = softmax_rows(lat["base"][u] + lat["drift"][u, t])
     s = np.float32(cfg.dormant_share)
-    on = active[t]
+    on = dormant_on_days(cfg, lat, active, u, t)
     if s > 0 and on.any():
         p[on] *= np.float32(1.0) - s
         idx = np.flatnonzero(on)
