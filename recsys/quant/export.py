@@ -11,6 +11,8 @@ selected linears in E4M3 per :class:`Fp8Config`, the rest fp32).
 
 from __future__ import annotations
 
+import tempfile
+
 import copy
 from pathlib import Path
 from typing import Literal
@@ -206,9 +208,19 @@ def export_checkpoint(checkpoint: Path, out: Path, *, quantize: Literal["none", 
                       precision: Literal["fp32", "bf16"] = "fp32", mid: int | None = None, stage: int = 3,
                       device: str = "cpu") -> dict:
     """Load a GEMs or A2Gen checkpoint (``weights_only``: our checkpoints hold only tensors and plain
-    hyperparameters) and export it. GEMs: ``mid`` defaults to the data module's window saved in the
+    hyperparameters; a sharded checkpoint folder is consolidated first) and export it. GEMs: ``mid`` defaults to the data module's window saved in the
     checkpoint (1,024 if absent)."""
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a sharded checkpoint of TorchrecStrategy: whole tables first
+        from recsys.models.sharded_checkpoint import META, consolidate
+
+        if not (checkpoint / META).is_file():
+            raise FileNotFoundError(f"{checkpoint}: a folder without {META}, not a sharded checkpoint")
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / "consolidated.ckpt"
+            consolidate(checkpoint, plain)
+            return export_checkpoint(plain, out, quantize=quantize, precision=precision, mid=mid, stage=stage,
+                                     device=device)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -181,6 +181,15 @@ def test_cli_fit_export_serve_bench(prepared_lifelong, tmp_path, monkeypatch, ca
     assert manifest["config"]["recent"] == 8 and manifest["config"]["mid"] == 32  # the data module's windows
     assert main(["serve-bench", "--artifacts", "[art]", "--beams", "[8]", "--batches", "[2]", "--repeats", "1"]) == 0
     assert "| art (fp8) |" in capsys.readouterr().out
+    # A sharded checkpoint folder (TorchrecStrategy's format; here of one rank) exports the same way.
+    import torch
+
+    from recsys.models import sharded_checkpoint
+
+    plain = torch.load(ckpt, weights_only=True)
+    sharded_checkpoint.save(plain, tmp_path / "sharded.ckpt", rank=0, world_size=1, barrier=lambda *a: None)
+    assert main(["export", "--checkpoint", str(tmp_path / "sharded.ckpt"), "--quantize", "fp8", "--out", "art2"]) == 0
+    assert json.loads((tmp_path / "art2" / "manifest.json").read_text())["config"] == manifest["config"]
     assert main(["export", "--checkpoint", "missing.ckpt", "--out", "x"]) == 1
     assert "missing.ckpt" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
