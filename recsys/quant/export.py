@@ -11,9 +11,8 @@ selected linears in E4M3 per :class:`Fp8Config`, the rest fp32).
 
 from __future__ import annotations
 
-import tempfile
-
 import copy
+import tempfile
 from pathlib import Path
 from typing import Literal
 
