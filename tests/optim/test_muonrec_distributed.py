@@ -37,6 +37,8 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         state, count = _train()
         torch.save({"state": state, "count": count}, f"{out}.{rank}")
     finally:
+        # Both ranks done before either tears down: a peer vanishing mid-teardown aborts gloo (SIGABRT).
+        dist.barrier()
         dist.destroy_process_group()
 
 
