@@ -44,9 +44,9 @@ def _worker(rank: int, world: int, port: int, mode: str, data: str, rows: int, d
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0")
     warnings.filterwarnings("ignore")
     import lightning as L
-    import torch
 
     from recsys.data.retrieval import RetrievalDataModule
+    from recsys.models.distributed import finish_process_group
     from recsys.models.sasrec_module import SASRecModule
     from recsys.models.sharding import TorchrecStrategy, describe_plan
 
@@ -67,7 +67,7 @@ def _worker(rank: int, world: int, port: int, mode: str, data: str, rows: int, d
     result = {"rank": rank, "peak_rss_mb": _peak_rss_mb(), "table_bytes_held": held, "seconds": seconds,
               "plan": describe_plan(trainer.strategy.plan) if sharded else None}
     Path(f"{out}.{rank}").write_text(json.dumps(result))
-    torch.distributed.barrier()
+    finish_process_group()
 
 
 def _free_port() -> int:

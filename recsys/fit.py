@@ -68,6 +68,8 @@ def links_for(class_path: str | None) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from recsys.models.distributed import finish_process_group
+
     argv = sys.argv[1:] if argv is None else argv
     RecsysCLI(
         args=argv,
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
     )
+    finish_process_group()  # every rank got here: leave together (see its docstring)
 
 
 def build_model(argv: list[str]) -> Any:

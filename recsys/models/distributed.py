@@ -29,3 +29,14 @@ def weighted_global_mean(per_sample: torch.Tensor, weights: torch.Tensor | None)
     if weights is None:
         return global_mean(per_sample.sum(), per_sample.shape[0])
     return global_mean((per_sample * weights).sum(), weights.sum())
+
+
+def finish_process_group() -> None:
+    """At the end of a distributed job: a barrier, then destroy the default process group (if any).
+
+    A process that exits with its gloo group alive can abort (SIGABRT, "terminate called without an active
+    exception") when a peer is still tearing down its side; the barrier makes every rank leave together.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

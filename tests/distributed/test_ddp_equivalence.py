@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.data.retrieval import RetrievalDataModule
 from recsys.models.a2gen import A2GenModule
+from recsys.models.distributed import finish_process_group
 from recsys.models.mmoe import MMoE
 from recsys.models.sasrec_module import SASRecModule
 
@@ -58,6 +59,7 @@ def _worker(rank: int, world: int, port: int, data: str, batch: int, optimizer: 
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0")
     state = _fit(data, batch, world, optimizer, kind)
     torch.save(state, f"{out}.{rank}")
+    finish_process_group()
 
 
 # Not A2Gen with MuonRec: Newton-Schulz maps a matrix's tiny singular values to ~1 (3.4445^5 growth), so the
@@ -123,6 +125,7 @@ def _resume_worker(rank: int, world: int, port: int, data: str, ckpt_in: str, ck
     trainer.save_checkpoint(ckpt_out)  # rank 0 writes: DDP replicas hold the whole state
     if rank == 0:
         torch.save({"epoch": trainer.current_epoch, "step": trainer.global_step}, ckpt_out + ".meta")
+    finish_process_group()
 
 
 def test_checkpoints_resume_across_world_sizes(prepared_kuairand, tmp_path):
