@@ -47,18 +47,19 @@ DATA = {"dataset": "kuairand-1k", "users": 300, "items": 6000, "rows_per_user_da
 # the test period starts with a return (day 20 = 2022-04-29).
 PERIODIC = {"dataset": "kuairand-1k", "users": 300, "items": 6000, "rows_per_user_day": 60.0, "dormant_period": 10,
             "dormant_on": 3, "dormant_phase": 0}
-TRAIN_TARGETS = "latest"
 TEST_BEAM, TEST_KS = 500, (10, 50, 100, 500)  # test: beam width = the largest K
 
 
-def data_module(prepared: Path, seed: int) -> LifelongDataModule:
+def data_module(prepared: Path, seed: int, train_targets: str = "latest") -> LifelongDataModule:
     return LifelongDataModule(prepared, recent=32, mid=256, eval_per_user=5, max_train_per_user=40,
-                              train_targets=TRAIN_TARGETS, batch_size=64, eval_batch_size=64, sid_levels=3, sid_codebook=32, seed=seed)
+                              train_targets=train_targets, batch_size=64, eval_batch_size=64, sid_levels=3,
+                              sid_codebook=32, seed=seed)
 
 
-def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path) -> dict[str, float]:
+def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path,
+             train_targets: str = "latest") -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
-    dm = data_module(prepared, seed)
+    dm = data_module(prepared, seed, train_targets)
     model = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, dim=64, heads=4, layers=2, encoder_layers=2,
                        streams=streams, recent=32, top_k=32, summary_tokens=8, stage_epochs=[1, 1],
                        beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02)
@@ -96,8 +97,6 @@ def main() -> None:
                         help="the 40 training targets per user: the latest ones, or spread over the period")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (or prefixes) to run")
     args = parser.parse_args()
-    global TRAIN_TARGETS
-    TRAIN_TARGETS = args.train_targets
     prepared, manifest = demo_dataset(args.out, log=print, **(PERIODIC if args.data == "periodic" else DATA))
     dm = data_module(prepared, 0)
     dm.setup()
@@ -110,7 +109,7 @@ def main() -> None:
         for name, streams in VARIANTS.items():
             if not any(name.startswith(v) for v in args.variants):
                 continue
-            r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag)
+            r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets)
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:

@@ -101,9 +101,7 @@ def _sum_metric_worker(rank: int, world: int, init: str, out: str) -> None:
         metric.update({"recall@10": torch.tensor([1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0])})
         torch.save(metric.compute(), f"{out}.{rank}")
     finally:
-        # Both ranks done before either tears down: a peer vanishing mid-teardown aborts gloo (SIGABRT).
-        dist.barrier()
-        dist.destroy_process_group()
+        finish_process_group()
 
 
 def test_gems_metrics_sum_over_ranks(tmp_path):

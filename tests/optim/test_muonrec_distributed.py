@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from recsys.models.distributed import finish_process_group
 from recsys.optim import MuonRec
 
 
@@ -37,9 +38,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         state, count = _train()
         torch.save({"state": state, "count": count}, f"{out}.{rank}")
     finally:
-        # Both ranks done before either tears down: a peer vanishing mid-teardown aborts gloo (SIGABRT).
-        dist.barrier()
-        dist.destroy_process_group()
+        finish_process_group()
 
 
 def test_two_ranks_split_the_work_and_match_one_process(tmp_path):
