@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.data.prepare import PrepareOptions, make_source, prepare
 from recsys.data.synth import synthesize
-from recsys.models.distributed import finish_process_group
+from recsys.models.distributed import end_spawned_worker
 from recsys.models.mmoe import MMoE
 
 
@@ -52,7 +52,8 @@ def run(rank: int, world: int, port: int, data: str, batch: int, steps: int, war
     seconds = time.perf_counter() - clock.started
     if rank == 0:
         Path(out).write_text(f"{(steps - warmup) * batch * world / seconds:.1f}")
-    finish_process_group()
+    if world > 1:  # spawned (world 1 runs in the main process)
+        end_spawned_worker()
 
 
 def main() -> None:

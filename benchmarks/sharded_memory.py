@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, port: int, mode: str, data: str, rows: int, d
     import lightning as L
 
     from recsys.data.retrieval import RetrievalDataModule
-    from recsys.models.distributed import finish_process_group
+    from recsys.models.distributed import end_spawned_worker
     from recsys.models.sasrec_module import SASRecModule
     from recsys.models.sharding import TorchrecStrategy, describe_plan
 
@@ -67,7 +67,7 @@ def _worker(rank: int, world: int, port: int, mode: str, data: str, rows: int, d
     result = {"rank": rank, "peak_rss_mb": _peak_rss_mb(), "table_bytes_held": held, "seconds": seconds,
               "plan": describe_plan(trainer.strategy.plan) if sharded else None}
     Path(f"{out}.{rank}").write_text(json.dumps(result))
-    finish_process_group()
+    end_spawned_worker()
 
 
 def _free_port() -> int:

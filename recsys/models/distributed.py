@@ -40,3 +40,18 @@ def finish_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def end_spawned_worker() -> None:
+    """End a ``torch.multiprocessing.spawn`` worker that finished its work: a barrier with the other ranks,
+    then exit at once with status 0, without running the gloo group's C++ destructors (on 2 CPU processes they
+    sometimes abort a rank with SIGABRT, "terminate called without an active exception", when its peer is
+    tearing down at the same time). Call it last, on the success path only: an exception still propagates."""
+    import os
+    import sys
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

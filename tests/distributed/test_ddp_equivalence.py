@@ -18,7 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.data.retrieval import RetrievalDataModule
 from recsys.models.a2gen import A2GenModule
-from recsys.models.distributed import finish_process_group
+from recsys.models.distributed import end_spawned_worker
 from recsys.models.mmoe import MMoE
 from recsys.models.sasrec_module import SASRecModule
 
@@ -59,7 +59,7 @@ def _worker(rank: int, world: int, port: int, data: str, batch: int, optimizer: 
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0")
     state = _fit(data, batch, world, optimizer, kind)
     torch.save(state, f"{out}.{rank}")
-    finish_process_group()
+    end_spawned_worker()
 
 
 # Not A2Gen with MuonRec: Newton-Schulz maps a matrix's tiny singular values to ~1 (3.4445^5 growth), so the
@@ -96,12 +96,10 @@ def _sum_metric_worker(rank: int, world: int, init: str, out: str) -> None:
     from recsys.models.gems_module import SumMetric
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        metric = SumMetric()
-        metric.update({"recall@10": torch.tensor([1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0])})
-        torch.save(metric.compute(), f"{out}.{rank}")
-    finally:
-        finish_process_group()
+    metric = SumMetric()
+    metric.update({"recall@10": torch.tensor([1.0, 0.0, 1.0]) if rank == 0 else torch.tensor([0.0])})
+    torch.save(metric.compute(), f"{out}.{rank}")
+    end_spawned_worker()
 
 
 def test_gems_metrics_sum_over_ranks(tmp_path):
@@ -123,7 +121,8 @@ def _resume_worker(rank: int, world: int, port: int, data: str, ckpt_in: str, ck
     trainer.save_checkpoint(ckpt_out)  # rank 0 writes: DDP replicas hold the whole state
     if rank == 0:
         torch.save({"epoch": trainer.current_epoch, "step": trainer.global_step}, ckpt_out + ".meta")
-    finish_process_group()
+    if world > 1:  # spawned (world 1 runs in the test's own process)
+        end_spawned_worker()
 
 
 def test_checkpoints_resume_across_world_sizes(prepared_kuairand, tmp_path):

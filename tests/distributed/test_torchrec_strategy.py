@@ -18,7 +18,7 @@ from recsys.data.lifelong import LifelongDataModule
 from recsys.data.retrieval import RetrievalDataModule
 from recsys.models import sharded_checkpoint
 from recsys.models.a2gen import A2GenModule
-from recsys.models.distributed import finish_process_group
+from recsys.models.distributed import end_spawned_worker
 from recsys.models.gems_module import GEMsModule
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.sasrec_module import SASRecModule
@@ -90,7 +90,7 @@ def _worker(rank: int, world: int, port: int, kind: str, data: str, out: str, ep
     state, global_rank = _fit(kind, data, world, epochs=epochs, ckpt_in=ckpt_in, ckpt_out=ckpt_out)
     if global_rank == 0:
         torch.save(state, out)
-    finish_process_group()
+    end_spawned_worker()
 
 
 def _run(world: int, kind: str, data: str, out: str, epochs: int | None = None, ckpt_in: str | None = None,

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from recsys.models.distributed import finish_process_group
+from recsys.models.distributed import end_spawned_worker
 from recsys.optim import MuonRec
 
 
@@ -34,11 +34,9 @@ def _train(steps: int = 3) -> tuple[dict[str, torch.Tensor], int]:
 def _worker(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
-    try:
-        state, count = _train()
-        torch.save({"state": state, "count": count}, f"{out}.{rank}")
-    finally:
-        finish_process_group()
+    state, count = _train()
+    torch.save({"state": state, "count": count}, f"{out}.{rank}")
+    end_spawned_worker()
 
 
 def test_two_ranks_split_the_work_and_match_one_process(tmp_path):
