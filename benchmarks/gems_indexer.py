@@ -66,9 +66,10 @@ def latency(module: GEMsModule, dm: LifelongDataModule, stage: int, users: int) 
         encoded = time.perf_counter()
 
         def step(prefix: torch.Tensor, state: dict):
-            return model.step(prefix, state, memories, memory_kv, BEAMS, stage)
+            return model.step(prefix, state, memories, memory_kv, prefix.shape[0], stage)  # one user
 
-        constrained_beam_search(step, 1, len(module.codebook_sizes), module.codebook_sizes, BEAMS, trie, state={})
+        constrained_beam_search(step, 1, len(module.codebook_sizes), module.codebook_sizes, BEAMS, trie, state={},
+                                first_step_per_row=True)
         done = time.perf_counter()
         encode_ms.append(1000 * (encoded - started))
         search_ms.append(1000 * (done - encoded))

@@ -112,9 +112,10 @@ def request(model: GEMs, sids: SemanticIds, trie, features, ages, actions, lifec
     memory_kv = model.memory_kv(memories)
 
     def step(prefix: torch.Tensor, state: dict):
-        return model.step(prefix, state, memories, memory_kv, BEAMS, stage)
+        return model.step(prefix, state, memories, memory_kv, prefix.shape[0], stage)  # one user
 
-    codes, _ = constrained_beam_search(step, 1, 3, sids.codebook_sizes, BEAMS, trie, state={})
+    codes, _ = constrained_beam_search(step, 1, 3, sids.codebook_sizes, BEAMS, trie, state={},
+                                first_step_per_row=True)
     return sids.item_of(codes)
 
 

@@ -14,6 +14,11 @@ with :func:`reorder_state` (``index_select(0, ...)``) so that row ``b*K + k`` ag
 beam ``k``. The initial ``state`` may have leading dim ``B`` (each row is repeated ``K`` times) or
 ``B*K``. Non-tensor leaves are passed through untouched.
 
+With ``first_step_per_row=True`` the first step is called with ``prefix [B, 0]`` (one row per batch row:
+all ``K`` beams start from the same empty prefix, so ``K - 1`` of the rows would repeat the same work; a
+third of the decoding FLOPs for 3-level SIDs) and a state of leading dim ``B``; the search then repeats
+each row of the returned state for the ``K`` beams. The step function must accept both row counts.
+
 >>> logp = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.3, 0.2]]))   # P(t0), P(t1) (independent)
 >>> def step(prefix, state):
 ...     return logp[prefix.shape[1]].expand(prefix.shape[0], 3), state
@@ -68,6 +73,7 @@ def _first_tensor(state: Any) -> torch.Tensor | None:
 def constrained_beam_search(
     step_fn: StepFn, batch_size: int, levels: int, codebook_sizes: Sequence[int], beam_width: int,
     trie: PrefixTrie | None, *, state: Any = None, device: torch.device | str | None = None,
+    first_step_per_row: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``beam_width`` SIDs per batch row: ``(sids LongTensor [B, K, L], scores [B, K])``.
 
@@ -84,7 +90,9 @@ def constrained_beam_search(
         dev = torch.device(device)
     else:
         dev = first.device if first is not None else torch.device("cpu")
-    if first is not None and first.shape[0] == b and k > 1:
+    if first_step_per_row and first is not None and first.shape[0] != b:
+        raise ValueError(f"first_step_per_row needs an initial state with leading dim {b}, got {first.shape[0]}")
+    if not first_step_per_row and first is not None and first.shape[0] == b and k > 1:
         state = reorder_state(state, torch.arange(b, device=dev).repeat_interleave(k))
     scores = torch.full((b, k), float("-inf"), device=dev)
     scores[:, 0] = 0.0
@@ -92,7 +100,15 @@ def constrained_beam_search(
     base = (torch.arange(b, device=dev) * k)[:, None]
     for l in range(levels):
         c = int(codebook_sizes[l])
-        log_probs, state = step_fn(prefix.reshape(b * k, l), state)
+        if l == 0 and first_step_per_row:
+            row_log_probs, state = step_fn(prefix[:, 0], state)
+            if row_log_probs.shape != (b, c):
+                raise ValueError(f"step_fn returned {tuple(row_log_probs.shape)}, expected {(b, c)}")
+            # As if every beam had computed it: the scores of beams 1..K-1 (-inf) mask their copies.
+            log_probs = row_log_probs.repeat_interleave(k, dim=0)
+            state = reorder_state(state, torch.arange(b, device=dev).repeat_interleave(k))
+        else:
+            log_probs, state = step_fn(prefix.reshape(b * k, l), state)
         if log_probs.shape != (b * k, c):
             raise ValueError(f"step_fn returned {tuple(log_probs.shape)}, expected {(b * k, c)}")
         log_probs = log_probs.float()

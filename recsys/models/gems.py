@@ -208,9 +208,17 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x [B, T, d]`` attends to ``k, v [B, H, M, d/H]``; ``mask [B, T or 1, M]`` (True: attend)."""
+        """``x [B, T, d]`` attends to ``k, v [B, H, M, d/H]``; ``mask [B, T or 1, M]`` (True: attend).
+
+        ``return_probs`` (the indexer's distillation target, training stage 2) needs the head-averaged
+        attention weights, so it takes the explicit path; otherwise torch's fused
+        ``scaled_dot_product_attention`` computes the same output without materializing ``[B, H, T, M]``
+        scores, scaled scores, masks and probabilities one after the other (parity test:
+        ``tests/models/test_gems.py``)."""
         b, t, d = x.shape
         q = self.q(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        if not return_probs:
+            return self._fused(q, k, v, mask), None
         scores = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5  # [B, H, T, M]
         if mask is not None:
             allowed = mask[:, None] | ~mask[:, None].any(-1, keepdim=True)  # an empty memory attends uniformly
@@ -221,6 +229,17 @@ class CrossAttention(nn.Module):
         out = F.dropout(probs, self.dropout, self.training) @ v
         out = self.out(out.transpose(1, 2).reshape(b, t, d))
         return out, (probs.mean(1) if return_probs else None)
+
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, _, t, dh = q.shape
+        allowed = None
+        if mask is not None:
+            nonempty = mask.any(-1, keepdim=True)  # [B, T or 1, 1]
+            allowed = (mask | ~nonempty)[:, None]  # an empty memory attends uniformly ...
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        if mask is not None:
+            out = out * nonempty[:, None]  # ... and contributes nothing
+        return self.out(out.transpose(1, 2).reshape(b, t, -1))
 
 
 class DecoderBlock(nn.Module):

@@ -130,11 +130,13 @@ class GEMsModule(L.LightningModule):
         stage = stage or self.stage
 
         def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-            return self.model.step(prefix, state, memories, memory_kv, width, stage)
+            beams = prefix.shape[0] // batch.batch_size  # 1 at the first level (decoded once per user)
+            return self.model.step(prefix, state, memories, memory_kv, beams, stage)
 
         self.trie = self.trie.to(batch.targets.device)
         sids, scores = constrained_beam_search(step, batch.batch_size, len(self.codebook_sizes), self.codebook_sizes,
-                                               width, self.trie, state={}, device=batch.targets.device)
+                                               width, self.trie, state={}, device=batch.targets.device,
+                                               first_step_per_row=True)
         return self.semantic_ids.item_of(sids), sids, scores
 
     def _evaluate(self, batch: LifelongBatch, metrics: SumMetric) -> None:

@@ -163,15 +163,15 @@ class GEMsRuntime:
         b = len(histories)
 
         def step(prefix: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-            level = prefix.shape[1]
-            tokens = (prefix[:, -1] if level else torch.zeros(b * k, dtype=torch.long, device=self.device)).view(b, k)
-            cache = tuple(c.unflatten(0, (b, k)) for c in state["cache"])
-            log_probs, new = self.programs[f"step_{level}"](tokens, cache, memory)
-            return log_probs.reshape(b * k, -1), {"cache": tuple(c.flatten(0, 1) for c in new)}
+            level, beams = prefix.shape[1], prefix.shape[0] // b  # one beam a user at the first level
+            tokens = prefix[:, -1] if level else torch.zeros(prefix.shape[0], dtype=torch.long, device=self.device)
+            cache = tuple(c.unflatten(0, (b, beams)) for c in state["cache"])
+            log_probs, new = self.programs[f"step_{level}"](tokens.view(b, beams), cache, memory)
+            return log_probs.reshape(b * beams, -1), {"cache": tuple(c.flatten(0, 1) for c in new)}
 
         sizes = self.semantic_ids.codebook_sizes
         sids, scores = constrained_beam_search(step, b, len(sizes), sizes, k, self.trie, state={"cache": ()},
-                                               device=self.device)
+                                               device=self.device, first_step_per_row=True)
         return self.semantic_ids.item_of(sids.cpu()), scores.cpu()
 
 

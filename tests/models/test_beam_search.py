@@ -113,6 +113,25 @@ def test_state_with_leading_dim_batch_times_beam_is_used_as_is():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_first_step_per_row_gives_the_same_beams_with_one_row_per_batch_row():
+    codes, batch, width = _valid_codes(40, seed=3), 3, 6
+    model, trie = Tabular(batch, seed=3), PrefixTrie(codes, SIZES)
+    rows_seen = []
+
+    def step(prefix, state):
+        rows_seen.append(prefix.shape[0])
+        return model.step(prefix, state)
+
+    a = constrained_beam_search(step, batch, 3, SIZES, width, trie, state=model.initial_state(batch),
+                                first_step_per_row=True)
+    b = constrained_beam_search(model.step, batch, 3, SIZES, width, trie, state=model.initial_state(batch))
+    assert rows_seen == [batch, batch * width, batch * width]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="leading dim 3"):
+        constrained_beam_search(step, batch, 3, SIZES, width, trie, first_step_per_row=True,
+                                state=reorder_state(model.initial_state(batch), torch.arange(batch).repeat_interleave(width)))
+
+
 def test_reorder_state_keeps_structure():
     st = {"a": (torch.arange(3), [torch.arange(6).view(3, 2)]), "n": None, "k": 7}
     out = reorder_state(st, torch.tensor([1, 1, 0]))

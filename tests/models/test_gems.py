@@ -63,6 +63,26 @@ def test_topk_attention_over_the_union_equals_per_query_gathers():
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_fused_cross_attention_equals_the_explicit_path():
+    """The fused path (no probabilities asked) equals the explicit one, with per-query and shared masks,
+    padding keys, and a sample whose memory is empty (its output is then exactly the projected zero)."""
+    from recsys.models.gems import CrossAttention
+
+    torch.manual_seed(0)
+    cross = CrossAttention(16, 2, 0.0).eval()
+    b, t, m = 3, 5, 12
+    k, v = cross.project(torch.randn(b, m, 16))
+    x = torch.randn(b, t, 16)
+    for mask in (torch.rand(b, 1, m) > 0.3, torch.rand(b, t, m) > 0.3):
+        mask[2] = False  # an empty memory
+        with torch.no_grad():
+            fused, none = cross(x, k, v, mask)
+            explicit, probs = cross(x, k, v, mask, return_probs=True)
+        assert none is None and probs is not None
+        torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused[2], cross.out.bias.expand(t, -1))
+
+
 def test_lifecycle_cache_is_incremental(data):
     m = module(data)
     summarizer = m.model.summarizer
