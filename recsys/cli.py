@@ -136,7 +136,8 @@ def bench_optim(
     curves.png and summary.md.
 
     Args:
-        model: a registered model (recsys.optim.bench.MODELS: sasrec, a2gen, gems).
+        model: a registered model (recsys.optim.bench.MODELS: sasrec, sasrec-head (an untied
+            item-scoring head, on Muon: MuonRec's SASRec), a2gen, gems).
         data: a prepared dataset; by default a synthetic KuaiRand-Pure-format one made under ``out``.
         out: output folder.
         seeds: seeds of the final runs (the sweep uses the first).

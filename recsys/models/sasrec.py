@@ -13,6 +13,12 @@ so the rows the output needs (the catalogue, or the sampled candidates) are look
 collection in the same call as the history, as a second feature ``output`` of the ``item`` table: one
 all-to-all, and one fused optimizer update of the table per step. Unsharded, the output reads the weights.
 
+``output="linear"`` instead scores with a separate ``[num_items, dim]`` matrix ``head`` (untied from the
+input table): the SASRec of MuonRec's code (arXiv 2603.00416, ``experiments/traditional/sasrec_muon.py``:
+an ``s_fc = nn.Linear(hidden, item_num)`` item-scoring head, which its recipe optimizes with Muon; see
+``../shared/PAPERS.md`` Sec. 3.3). Ours has no bias, so that a score stays a dot product with an output row.
+The head is a dense parameter: under DistributedModelParallel it is replicated, not sharded.
+
 Input (a KJT with key ``"item"``), for histories ``[5, 9, 2]`` and ``[7]``::
 
     values = [5, 9, 2, 7], lengths = [3, 1]  ->  hidden [2, max_len, dim], right-padded
@@ -48,6 +54,13 @@ class SASRecConfig:
     #: shard (a 10M-row table never exists whole on one rank); the rows are then drawn per shard, so the
     #: initial table differs from a ``"cpu"`` one of the same seed.
     embedding_device: str = "cpu"
+    #: ``"tied"``: the item table is the output layer (Kang and McAuley); ``"linear"``: a separate item-
+    #: scoring matrix ``head`` (MuonRec's SASRec; see the module docstring).
+    output: str = "tied"
+
+    def __post_init__(self) -> None:
+        if self.output not in ("tied", "linear"):
+            raise ValueError(f"output must be 'tied' or 'linear', got {self.output!r}")
 
 
 class SASRec(nn.Module):
@@ -73,6 +86,10 @@ class SASRec(nn.Module):
         if config.embedding_device != "meta":
             nn.init.normal_(self.item_table, std=std)
         nn.init.normal_(self.positions.weight, std=0.02)
+        self.head = None
+        if config.output == "linear":
+            self.head = nn.Linear(config.dim, config.num_items, bias=False)
+            nn.init.normal_(self.head.weight, std=std)
 
     @property
     def sharded(self) -> bool:
@@ -81,7 +98,7 @@ class SASRec(nn.Module):
 
     @property
     def item_table(self) -> torch.Tensor:
-        """The ``[num_items, dim]`` item embedding weights (also the output layer); unsharded only."""
+        """The ``[num_items, dim]`` item embedding weights (also the output layer when tied); unsharded only."""
         if self.sharded:
             raise RuntimeError("the item table is sharded: read its rows with encode(features, output=ids)")
         return self.items.embeddings["item"].weight
@@ -95,6 +112,16 @@ class SASRec(nn.Module):
         ``output`` of the first sample (for histories ``[5, 9]`` and ``[7]`` and output ids ``[3, 8]``:
         ``item`` lengths ``[2, 1]``, ``output`` lengths ``[2, 0]``, values ``[5, 9, 7, 3, 8]``).
         """
+        if self.head is not None:  # an untied output: the collection serves the history only
+            embedded, _ = self.lookup_history(features)
+            if output is None:
+                return embedded, None
+            return embedded, self.head.weight if isinstance(output, str) else self.head.weight[output]
+        return self.lookup_history(features, output)
+
+    def lookup_history(self, features: KeyedJaggedTensor, output: torch.Tensor | str | None = None
+                       ) -> tuple[JaggedTensor, torch.Tensor | None]:
+        """:meth:`lookup` with the output rows read from the item table (the tied output)."""
         hist = features["item"]
         ids = None
         if self.sharded and output is not None:
@@ -152,6 +179,8 @@ class SASRec(nn.Module):
     def score_all(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B, num_items]`` of every item (``table``: the output rows of ``lookup(..., "all")``,
         default the weights); the padding index 0 gets ``-inf``."""
-        scores = states @ (self.item_table if table is None else table).T
+        if table is None:
+            table = self.item_table if self.head is None else self.head.weight
+        scores = states @ table.T
         scores[:, 0] = float("-inf")
         return scores

@@ -23,8 +23,10 @@ class SASRecModule(L.LightningModule):
     MRR by ranking the full catalogue, or the sampled candidates when the batch carries negatives.
 
     ``optimizer="muonrec"`` trains the attention and feed-forward matrices with Muon and the item and
-    position tables and <= 1-D parameters with AdamW (MuonRec's ``muonrec`` preset; the item table is also
-    the output layer, so it stays on AdamW); ``"adamw"`` trains everything with AdamW at ``lr``.
+    position tables and <= 1-D parameters with AdamW (MuonRec's ``muonrec`` preset); with ``output="tied"``
+    the item table is also the output layer, so it stays on AdamW, while ``output="linear"`` (MuonRec's own
+    SASRec) has a separate item-scoring matrix, which the preset puts on Muon. ``"adamw"`` trains
+    everything with AdamW at ``lr``.
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class SASRecModule(L.LightningModule):
         weight_decay: float = 0.0,
         ks: tuple[int, ...] = (10, 50),
         embedding_device: str = "cpu",
+        output: Literal["tied", "linear"] = "tied",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = SASRec(SASRecConfig(num_items, dim, num_layers, num_heads, max_len, dropout, embedding_device))
+        self.model = SASRec(SASRecConfig(num_items, dim, num_layers, num_heads, max_len, dropout, embedding_device,
+                                         output=output))
         self.val_metrics = RankingMetrics(ks=ks)
         self.test_metrics = RankingMetrics(ks=ks)
 

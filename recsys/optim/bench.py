@@ -85,6 +85,17 @@ def _sasrec() -> BenchModel:
     )
 
 
+def _sasrec_head() -> BenchModel:
+    """``sasrec`` with MuonRec's own SASRec output: a separate item-scoring matrix (``output="linear"``),
+    which the ``muonrec`` preset trains with Muon (arXiv 2603.00416; ``../shared/PAPERS.md`` Sec. 3.3)."""
+    from recsys.models.sasrec_module import SASRecModule
+
+    base = _sasrec()
+    base.module = lambda dm: SASRecModule(dm.num_items, dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.2,
+                                          output="linear")
+    return base
+
+
 def _a2gen() -> BenchModel:
     from recsys.data.chain_ranking import ChainDataModule
     from recsys.models.a2gen import A2GenModule
@@ -121,7 +132,8 @@ def _gems() -> BenchModel:
 
 
 #: Models that can be benchmarked (``--model``).
-MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec, "a2gen": _a2gen, "gems": _gems}
+MODELS: dict[str, Callable[[], BenchModel]] = {"sasrec": _sasrec, "sasrec-head": _sasrec_head, "a2gen": _a2gen,
+                                             "gems": _gems}
 
 
 class _TorchMuonWithAdamW:

@@ -45,10 +45,32 @@ def test_learns_a_deterministic_successor_rule():
     assert module.model.score_all(states).argmax(-1).tolist() == [5, 7]
 
 
+def test_linear_output_head_is_untied_and_on_muon():
+    """``output="linear"``: scores come from the head (not the item table), sampled rows too, and the
+    ``muonrec`` preset optimizes the head with Muon while the tables stay on AdamW."""
+    from recsys.optim.param_groups import build_param_groups
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(num_items=20, dim=16, max_len=6, dropout=0.0, output="linear")).eval()
+    states, table = model.last_state_and_rows(kjt([[1, 2], [3]]), "all")
+    assert table is model.head.weight
+    torch.testing.assert_close(model.score_all(states)[:, 1:], (states @ model.head.weight.T)[:, 1:])
+    _, rows = model.last_state_and_rows(kjt([[1, 2], [3]]), torch.tensor([[4, 5], [6, 7]]))
+    torch.testing.assert_close(rows, model.head.weight[torch.tensor([[4, 5], [6, 7]])])
+    muon = {n for g in build_param_groups(model, "muonrec") if g["use_muon"] for n in g["param_names"]}
+    assert "head.weight" in muon and not any("items" in n or "positions" in n for n in muon)
+    try:
+        SASRecConfig(num_items=5, output="bias")
+    except ValueError as e:
+        assert "'tied' or 'linear'" in str(e)
+    else:
+        raise AssertionError("an unknown output kind must be refused")
+
+
 def test_lightning_fit_and_test_on_prepared_data(prepared_kuairand, tmp_path):
     data = RetrievalDataModule(prepared_kuairand, positive="click", max_len=10, batch_size=64, train_negatives=4)
-    for loss, optimizer in (("ce", "muonrec"), ("bce", "adamw")):
-        model = SASRecModule(data.num_items, dim=16, max_len=10, loss=loss, optimizer=optimizer)
+    for loss, optimizer, output in (("ce", "muonrec", "tied"), ("bce", "adamw", "tied"), ("ce", "muonrec", "linear")):
+        model = SASRecModule(data.num_items, dim=16, max_len=10, loss=loss, optimizer=optimizer, output=output)
         trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             default_root_dir=tmp_path)

@@ -40,3 +40,21 @@ def test_bench_optim_accepts_a2gen(prepared_kuairand, tmp_path, capsys):
     assert [(r["optimizer"], r["seed"]) for r in rows] == [("adamw", "0"), ("muonrec", "0")]
     assert all(0 <= float(r["test_auc_mean"]) <= 1 for r in rows)
     assert "best val auc_mean" in capsys.readouterr().out
+
+
+def test_bench_optim_sasrec_head_puts_the_head_on_muon(prepared_kuairand, tmp_path, capsys):
+    from recsys.optim.bench import MODELS
+    from recsys.optim.param_groups import build_param_groups
+
+    spec = MODELS["sasrec-head"]()
+    dm = spec.data(prepared_kuairand, 0)
+    dm.setup()
+    module = spec.module(dm)
+    muon = {n for g in build_param_groups(module.model, "muonrec") if g["use_muon"] for n in g["param_names"]}
+    assert "head.weight" in muon
+    out = tmp_path / "bench-head"
+    code = main(["bench-optim", "--model", "sasrec-head", "--data", str(prepared_kuairand), "--out", str(out),
+                 "--seeds", "[0]", "--adamw_lrs", "[0.003]", "--muon_lrs", "[0.02]", "--optimizers",
+                 "[adamw, muonrec]", "--max_epochs", "1", "--patience", "2", "--evals_per_epoch", "2"])
+    assert code == 0
+    assert "sasrec-head" in (out / "summary.md").read_text()
