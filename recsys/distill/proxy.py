@@ -46,9 +46,12 @@ def init_params(num_embeddings: int, num_keys: int, slot_dim: int, num_labels: i
 def hidden(params: Params, x: ProxyInputs) -> torch.Tensor:
     """``h [B, hidden]``: the representation before the last layer."""
     emb = params["emb"]
-    singles = emb[x.ids].flatten(1)
+    # F.embedding, not ``emb[ids]``: advanced indexing's backward accumulates repeated ids in a varying
+    # order on CPU threads, so memories built with one seed differed; embedding's backward (and double
+    # backward, for DIET's unrolled steps) is deterministic.
+    singles = F.embedding(x.ids, emb).flatten(1)
     mask = (x.history != 0).unsqueeze(-1).to(emb.dtype)
-    hist = (emb[x.history] * mask).sum(1) / mask.sum(1).clamp(min=1)
+    hist = (F.embedding(x.history, emb) * mask).sum(1) / mask.sum(1).clamp(min=1)
     return F.relu(torch.cat([singles, hist, x.slots], dim=1) @ params["w1"] + params["b1"])
 
 

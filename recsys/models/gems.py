@@ -185,8 +185,11 @@ class QuasiLinearSummarizer(nn.Module):
         lengths = offsets[1:] - offsets[:-1]
         rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=events.device), lengths)
         q = self.recon_q(ages)  # [N, d]
-        att = torch.softmax(torch.einsum("nd,nsd->ns", q, summaries[rows]) / q.shape[-1] ** 0.5, dim=-1)
-        pred = torch.einsum("ns,nsd->nd", att, summaries[rows])
+        # index_select, not ``summaries[rows]``: advanced indexing's backward (index_put_ accumulating
+        # repeated rows) sums in a varying order on CPU threads, so runs of one seed drifted apart.
+        per_event = summaries.index_select(0, rows)  # [N, S, d]
+        att = torch.softmax(torch.einsum("nd,nsd->ns", q, per_event) / q.shape[-1] ** 0.5, dim=-1)
+        pred = torch.einsum("ns,nsd->nd", att, per_event)
         # The mean over the global batch's events (their count differs between ranks).
         return global_mean(F.mse_loss(pred, events.detach(), reduction="sum"), events.numel())
 
@@ -314,7 +317,10 @@ class GEMs(nn.Module):
                 padded = to_padded(events, offsets, length)
                 # positions count from the newest event: right-align by flipping each row's real part
                 pos = (lengths[:, None] - 1 - torch.arange(length, device=events.device)).clamp(min=0)
-                padded = padded + self.recent_pos[pos.clamp(max=self.config.recent - 1)]
+                # F.embedding, not ``recent_pos[pos]``: the backward of advanced indexing accumulates
+                # with index_put_, whose parallel CPU kernel sums in a varying order (runs of the same
+                # seed drifted apart); embedding's backward is deterministic.
+                padded = padded + F.embedding(pos.clamp(max=self.config.recent - 1), self.recent_pos)
                 mask = padding_mask(lengths, length)
                 for layer in self.recent_encoder:
                     padded = layer(padded, key_mask=mask)

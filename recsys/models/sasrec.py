@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
@@ -116,7 +117,7 @@ class SASRec(nn.Module):
             embedded, _ = self.lookup_history(features)
             if output is None:
                 return embedded, None
-            return embedded, self.head.weight if isinstance(output, str) else self.head.weight[output]
+            return embedded, self.head.weight if isinstance(output, str) else F.embedding(output, self.head.weight)
         return self.lookup_history(features, output)
 
     def lookup_history(self, features: KeyedJaggedTensor, output: torch.Tensor | str | None = None
@@ -143,7 +144,9 @@ class SASRec(nn.Module):
             rows = embedded[OUTPUT_KEY].values()
             return embedded["item"], rows if isinstance(output, str) else rows.reshape(*output.shape, -1)
         table = self.item_table
-        return embedded["item"], table if isinstance(output, str) else table[output]
+        # F.embedding, not ``table[output]``: advanced indexing's backward accumulates repeated ids in a
+        # varying order on CPU threads (runs of one seed drift apart); embedding's backward does not.
+        return embedded["item"], table if isinstance(output, str) else F.embedding(output, table)
 
     def forward(self, features: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states ``[B, L, dim]`` (right-padded, ``L = max_len``) and history lengths ``[B]``.
