@@ -234,7 +234,7 @@ class CrossAttention(nn.Module):
         return out, (probs.mean(1) if return_probs else None)
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, _, t, dh = q.shape
+        b, _, t, _ = q.shape
         allowed = None
         if mask is not None:
             nonempty = mask.any(-1, keepdim=True)  # [B, T or 1, 1]
