@@ -106,9 +106,10 @@ def constrained_beam_search(
                 raise ValueError(f"step_fn returned {tuple(row_log_probs.shape)}, expected {(b, c)}")
             # As if every beam had computed it: the scores of beams 1..K-1 (-inf) mask their copies.
             log_probs = row_log_probs.repeat_interleave(k, dim=0)
-            state = reorder_state(state, torch.arange(b, device=dev).repeat_interleave(k))
+            state_row = torch.arange(b, device=dev).repeat_interleave(k)  # beam b*K + j reads row b
         else:
             log_probs, state = step_fn(prefix.reshape(b * k, l), state)
+            state_row = None
         if log_probs.shape != (b * k, c):
             raise ValueError(f"step_fn returned {tuple(log_probs.shape)}, expected {(b * k, c)}")
         log_probs = log_probs.float()
@@ -118,7 +119,8 @@ def constrained_beam_search(
         scores, idx = cand.topk(min(k, k * c), dim=1)  # sorted, best first
         beam, tok = idx // c, idx % c
         prefix = torch.cat([prefix.gather(1, beam[:, :, None].expand(-1, -1, l)), tok[:, :, None]], 2)
-        state = reorder_state(state, (base + beam).reshape(-1))
+        picked = (base + beam).reshape(-1)
+        state = reorder_state(state, picked if state_row is None else state_row[picked])  # one copy a step
     prefix = prefix.masked_fill(torch.isneginf(scores)[:, :, None], -1)
     return prefix, scores
 
