@@ -131,12 +131,14 @@ class Indexer(nn.Module):
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """``queries [B, T, d]`` and indexer keys ``[B, M, head_dim]`` (:meth:`keys`; both detached by the
-        caller in training) -> scores ``[B, T, M]``."""
+        caller in training) -> scores ``I[b, t, m] = sum_j w[b, t, j] * relu(q[b, t, j] . k[b, m])``
+        ``[B, T, M]`` (DSA's lightning indexer, PAPERS.md §2), as two batched matmuls: all heads of all
+        queries against the keys at once, then the per-query head weights."""
         b, t, _ = queries.shape
-        q = self.q(queries).view(b, t, self.heads, self.head_dim)
-        k = keys
-        scores = torch.relu(torch.einsum("bthd,bmd->bthm", q, k))
-        return torch.einsum("bth,bthm->btm", self.w(queries), scores)
+        m = keys.shape[1]
+        q = self.q(queries).view(b, t * self.heads, self.head_dim)
+        scores = torch.bmm(q, keys.transpose(1, 2)).relu_().view(b, t, self.heads, m)
+        return (self.w(queries).unsqueeze(2) @ scores).squeeze(2)
 
 
 class QuasiLinearSummarizer(nn.Module):
@@ -279,9 +281,6 @@ class GEMs(nn.Module):
         self.level_pos = nn.Parameter(torch.randn(len(config.codebook_sizes), d) * 0.02)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
         self.final_norm = nn.RMSNorm(d)
-        # top-K attention over the union of a sample's selections (fast, data-dependent shapes) or per-query
-        # gathers (static shapes: what torch.export needs); the same numbers
-        self.topk_union = True
         for table in self.codes:
             nn.init.normal_(table.weight, std=d**-0.5)
 
@@ -369,9 +368,8 @@ class GEMs(nn.Module):
                     scores = self.indexer(q.detach(), keys)
                     scores = scores.masked_fill(~mask, float("-inf"))
                     if stage >= 3 and mem["memory"].shape[1] > self.config.top_k:
-                        top = scores.topk(self.config.top_k, dim=-1).indices  # [B, beams * T, K]
-                        attend = self._topk_attention if self.topk_union else self._topk_attention_reference
-                        out = attend(block.cross[s], q, k, v, top, mem["mask"])
+                        top = scores.topk(self.config.top_k, dim=-1, sorted=False).indices  # [B, beams * T, K]
+                        out = self._topk_attention(block.cross[s], q, k, v, top, mem["mask"])
                     else:
                         out, full = block.cross[s](q, k, v, mask, return_probs=self.training)
                         if self.training:  # KL(p_full || softmax(I)), towards the detached full attention
@@ -410,32 +408,27 @@ class GEMs(nn.Module):
     @staticmethod
     def _topk_attention(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         top: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cross-attention of each query over its own top-K keys: ``top [B, T, K]`` indexes ``k, v [B, H, M, dh]``.
+        """Cross-attention of each query over its own top-K keys: ``top [B, T, K]`` indexes ``k, v [B, H, M, dh]``
+        (``mask [B, M]``: valid keys).
 
-        A sample's queries (its beams) pick overlapping keys. Gathering K keys per query would move
-        ``T * K * d`` numbers, more than the ``M * d`` of the whole memory when T is a beam; instead the
-        *union* ``U`` of the sample's selected keys is gathered once and every query attends to it with its
-        own selection as the mask: cost ``T * |U| * d`` with ``|U| <= min(M, T * K)``, in dense matmuls.
-        Same result as :meth:`_topk_attention_reference` (per-query gathers)."""
+        Each query's K key and value rows (all heads at once) are gathered with one ``index_select`` from
+        the memory's row-major layout, ``T * K * d`` numbers instead of the ``T * M * d`` a dense read
+        touches, and attended by the fused ``scaled_dot_product_attention`` as ``B * T`` problems of one
+        query over K keys. Static shapes (``torch.export`` traces it as is). Same result as
+        :meth:`_topk_attention_reference` (parity test in ``tests/models/test_gems.py``)."""
         b, t, d = x.shape
-        h, m = k.shape[1], k.shape[2]
-        picked = torch.zeros(b, m, dtype=torch.bool, device=x.device).scatter_(1, top.reshape(b, -1), True)
-        picked &= mask
-        size = max(int(picked.sum(1).max()), 1)
-        union = torch.sort(picked.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :size]  # [B, U]
-        in_union = torch.gather(picked, 1, union)  # padding columns of shorter unions: False
-        slot = torch.full((b, m), size, dtype=torch.long, device=x.device).scatter_(
-            1, union, torch.arange(size, device=x.device).expand(b, -1))
-        chosen = torch.zeros(b, t, size + 1, dtype=torch.bool, device=x.device)
-        chosen.scatter_(2, torch.gather(slot[:, None].expand(b, t, m), 2, top), True)
-        chosen = chosen[..., :size] & in_union[:, None]  # [B, T, U]: query t selected union key u
-        idx = union[:, None, :, None].expand(b, h, size, d // h)
-        k_u, v_u = torch.gather(k, 2, idx), torch.gather(v, 2, idx)  # [B, H, U, dh]
-        q = cross.q(x).view(b, t, h, d // h).transpose(1, 2)
-        scores = (q @ k_u.transpose(-1, -2)) / (d // h) ** 0.5  # [B, H, T, U]
-        scores = scores.masked_fill(~chosen[:, None], float("-inf"))
-        probs = torch.nan_to_num(torch.softmax(scores, dim=-1))  # a query with no valid key reads nothing
-        return cross.out((probs @ v_u).transpose(1, 2).reshape(b, t, d))
+        h, m, kk = k.shape[1], k.shape[2], top.shape[-1]
+        rows = (top + torch.arange(b, device=top.device)[:, None, None] * m).reshape(-1)  # [B * T * K]
+        k_sel = k.transpose(1, 2).reshape(b * m, d).index_select(0, rows)  # a view of the projection; no copy
+        v_sel = v.transpose(1, 2).reshape(b * m, d).index_select(0, rows)
+        k_sel = k_sel.view(b * t, kk, h, d // h).transpose(1, 2)  # [B * T, H, K, dh]
+        v_sel = v_sel.view(b * t, kk, h, d // h).transpose(1, 2)
+        q = cross.q(x).view(b * t, 1, h, d // h).transpose(1, 2)  # [B * T, H, 1, dh]
+        valid = torch.gather(mask, 1, top.reshape(b, -1)).view(b * t, 1, 1, kk)
+        nonempty = valid.any(-1, keepdim=True)
+        out = F.scaled_dot_product_attention(q, k_sel, v_sel, attn_mask=valid | ~nonempty)
+        out = out * nonempty  # a query whose picks are all padding reads nothing
+        return cross.out(out.reshape(b, t, d))
 
     @staticmethod
     def _topk_attention_reference(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

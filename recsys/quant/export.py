@@ -77,7 +77,6 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", base: Base 
     from recsys.quant.gems_serving import GEMsEncode, GEMsFold, GEMsStep, stream_inputs
 
     gems = copy.deepcopy(module.model).to(device).eval()
-    gems.topk_union = False  # static shapes for torch.export (same numbers)
     gems, report, dtype = _cast(gems, precision, base, fp8)
     cfg = gems.config
     recent = recent or cfg.recent

@@ -16,8 +16,7 @@ wrappers re-express :class:`recsys.models.gems.GEMs`'s inference with the *same 
   (:func:`recsys.models.beam_search.constrained_beam_search`).
 
 The batch ``B`` and the beam width ``K`` are dynamic dimensions of the exported programs; the windows are
-fixed. The top-K mid-term attention uses per-query gathers here (static shapes), the same numbers as the
-training model's union kernel.
+fixed. The top-K mid-term attention is the training model's own per-query gather kernel (static shapes).
 
 Worked example of a request's windows (B = 1 user, recent window 4, mid-term window 6): events oldest
 first, left-aligned, 0 = padding; ``ages`` in hours before the request, ``actions`` bitmasks::

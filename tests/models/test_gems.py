@@ -42,25 +42,47 @@ def test_topk_with_all_keys_equals_dense_attention(data):
         assert not torch.allclose(dense, sparse, atol=1e-4)
 
 
-def test_topk_attention_over_the_union_equals_per_query_gathers():
-    """The union-of-selections kernel equals the per-query gather reference, with padding keys, samples of
-    different union sizes, and a query whose selected keys are all padding."""
+def test_topk_attention_equals_the_per_query_reference():
+    """The fused gather kernel equals the plain per-query reference, forward and backward, with padding keys,
+    a query whose selected keys are all padding, and keys/values given contiguous (as the exported serving
+    programs pass them) instead of as views of the projection."""
     from recsys.models.gems import GEMs, CrossAttention
 
     torch.manual_seed(0)
     cross = CrossAttention(16, 2, 0.0).eval()
     b, t, m, kk = 3, 5, 40, 4
     k, v = cross.project(torch.randn(b, m, 16))
-    x = torch.randn(b, t, 16)
+    x = torch.randn(b, t, 16, requires_grad=True)
     mask = torch.rand(b, m) > 0.2
     mask[2, 10:] = False
     top = torch.stack([torch.randperm(m)[:kk] for _ in range(b * t)]).view(b, t, kk)
-    top[1] = top[1, :1]  # sample 1: every query picks the same keys (a small union)
+    top[1] = top[1, :1]  # sample 1: every query picks the same keys
     top[2, 0] = torch.arange(30, 30 + kk)  # only padding keys
-    with torch.no_grad():
-        fast = GEMs._topk_attention(cross, x, k, v, top, mask)
-        ref = GEMs._topk_attention_reference(cross, x, k, v, top, mask)
+    fast = GEMs._topk_attention(cross, x, k, v, top, mask)
+    ref = GEMs._topk_attention_reference(cross, x, k, v, top, mask)
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert fast[2, 0].abs().max() == cross.out.bias.abs().max()  # read nothing: only the output bias
+    grad_fast = torch.autograd.grad(fast.square().sum(), [x, cross.kv.weight], retain_graph=True)
+    grad_ref = torch.autograd.grad(ref.square().sum(), [x, cross.kv.weight])
+    for g_fast, g_ref in zip(grad_fast, grad_ref):
+        torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        contiguous = GEMs._topk_attention(cross, x, k.contiguous(), v.contiguous(), top, mask)
+    torch.testing.assert_close(contiguous, ref.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_indexer_scores_follow_the_lightning_indexer_formula():
+    """I[t, s] = sum_j w[t, j] * relu(q[t, j] . k[s]) (DSA), computed head by head in plain loops."""
+    from recsys.models.gems import Indexer
+
+    torch.manual_seed(0)
+    indexer = Indexer(16, 3, 8)
+    queries, memory = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    keys = indexer.keys(memory)
+    q = indexer.q(queries).view(2, 5, 3, 8)
+    w = indexer.w(queries)
+    expected = sum(w[..., j, None] * torch.relu(q[:, :, j] @ keys.transpose(1, 2)) for j in range(3))
+    torch.testing.assert_close(indexer(queries, keys), expected)
 
 
 def test_fused_cross_attention_equals_the_explicit_path():
