@@ -50,16 +50,16 @@ PERIODIC = {"dataset": "kuairand-1k", "users": 300, "items": 6000, "rows_per_use
 TEST_BEAM, TEST_KS = 500, (10, 50, 100, 500)  # test: beam width = the largest K
 
 
-def data_module(prepared: Path, seed: int, train_targets: str = "latest") -> LifelongDataModule:
-    return LifelongDataModule(prepared, recent=32, mid=256, eval_per_user=5, max_train_per_user=40,
+def data_module(prepared: Path, seed: int, train_targets: str = "latest", per_user: int = 40) -> LifelongDataModule:
+    return LifelongDataModule(prepared, recent=32, mid=256, eval_per_user=5, max_train_per_user=per_user,
                               train_targets=train_targets, batch_size=64, eval_batch_size=64, sid_levels=3,
                               sid_codebook=32, seed=seed)
 
 
 def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path,
-             train_targets: str = "latest") -> dict[str, float]:
+             train_targets: str = "latest", per_user: int = 40) -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
-    dm = data_module(prepared, seed, train_targets)
+    dm = data_module(prepared, seed, train_targets, per_user)
     model = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, dim=64, heads=4, layers=2, encoder_layers=2,
                        streams=streams, recent=32, top_k=32, summary_tokens=8, stage_epochs=[1, 1],
                        beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02)
@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--data", choices=["windows", "periodic"], default="windows",
                         help="windows: the dormant topic returns only in the test period; periodic: every 10 days")
     parser.add_argument("--train-targets", choices=["latest", "spread"], default="latest",
-                        help="the 40 training targets per user: the latest ones, or spread over the period")
+                        help="the training targets per user: the latest ones, or spread over the period")
+    parser.add_argument("--train-per-user", type=int, default=40, help="training targets per user")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (or prefixes) to run")
     args = parser.parse_args()
     prepared, manifest = demo_dataset(args.out, log=print, **(PERIODIC if args.data == "periodic" else DATA))
@@ -105,11 +106,12 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
-        tag = f"{args.data}-{args.train_targets}-{seed}"
+        tag = f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}-{seed}"
         for name, streams in VARIANTS.items():
             if not any(name.startswith(v) for v in args.variants):
                 continue
-            r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets)
+            r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
+                         args.train_per_user)
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:
@@ -121,7 +123,8 @@ def main() -> None:
     lines = [
         f"Data: {manifest.rows['events']:,} events, {manifest.vocab_sizes['user'] - 1} users, "
         f"{manifest.vocab_sizes['item'] - 1:,} items; clicks per user: median {int(sorted(lengths)[len(lengths) // 2]):,}, "
-        f"max {int(lengths.max()):,}. Data {args.data}, training targets {args.train_targets}. "
+        f"max {int(lengths.max()):,}. Data {args.data}, {args.train_per_user} training targets per user "
+        f"({args.train_targets}). "
         f"Seeds {args.seeds}, {args.epochs} epochs, {time.perf_counter() - started:.0f} s.",
         "",
         f"Semantic IDs: {levels} levels, codebook sizes {list(sids.codebook_sizes)}, "
