@@ -37,7 +37,10 @@ VARIANTS = {
     "GEMs without lifecycle": ["recent", "mid"],
     "GEMs without mid-term": ["recent", "life"],
     "recent-only (TIGER-style)": ["recent"],
+    "GEMs, mean fusion": ["recent", "mid", "life"],
 }
+#: Variants that differ from the default model in more than their streams.
+OPTIONS = {"GEMs, mean fusion": {"fusion": "mean"}}
 # the dormant topic returns on the last third of the 30 days (20220429..20220508): exactly the test period, whose
 # first clicks are the test targets, so at a target the returned interest is in no recent event, only in the
 # oldest (the first fifth of the days). (With the generator's default 0.2 it returned on May 3, after the targets.)
@@ -57,12 +60,12 @@ def data_module(prepared: Path, seed: int, train_targets: str = "latest", per_us
 
 
 def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path,
-             train_targets: str = "latest", per_user: int = 40) -> dict[str, float]:
+             train_targets: str = "latest", per_user: int = 40, **options) -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
     dm = data_module(prepared, seed, train_targets, per_user)
     model = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, dim=64, heads=4, layers=2, encoder_layers=2,
                        streams=streams, recent=32, top_k=32, summary_tokens=8, stage_epochs=[1, 1],
-                       beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02)
+                       beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02, **options)
     ckpt = ModelCheckpoint(dirpath=work, monitor="val/recall@10", mode="max", filename="best")
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[ckpt])
@@ -111,7 +114,7 @@ def main() -> None:
             if not any(name.startswith(v) for v in args.variants):
                 continue
             r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
-                         args.train_per_user)
+                         args.train_per_user, **OPTIONS.get(name, {}))
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:

@@ -69,6 +69,9 @@ class GEMsConfig:
     num_actions: int = 8
     cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
     dropout: float = 0.1
+    #: How the streams' updates combine: ``"sum"`` (the paper's parameter-free fusion) or ``"mean"`` (the
+    #: same divided by the number of streams; an ablation of the fusion's scale, still parameter-free).
+    fusion: str = "sum"
 
     @classmethod
     def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int]) -> GEMsConfig:
@@ -77,7 +80,7 @@ class GEMsConfig:
         cards = dict(hparams["cardinalities"])
         streams = tuple(hparams.get("streams", STREAMS))
         names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
-                 "summary_tokens", "dropout")
+                 "summary_tokens", "dropout", "fusion")
         return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
                    codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
                    cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
@@ -382,7 +385,7 @@ class GEMs(nn.Module):
                 d_s = shared + out.reshape(n, t, d)
                 d_s = d_s + block.ffn[s](block.ffn_norm[s](d_s))
                 update = update + (d_s - shared)  # parameter-free fusion of the streams
-            x = shared + update
+            x = shared + (update / len(block.streams) if self.config.fusion == "mean" else update)
         return self.final_norm(x), indexer_loss
 
     def memory_kv(self, memories: dict[str, dict[str, torch.Tensor]]) -> dict:

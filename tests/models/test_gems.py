@@ -42,6 +42,27 @@ def test_topk_with_all_keys_equals_dense_attention(data):
         assert not torch.allclose(dense, sparse, atol=1e-4)
 
 
+def test_mean_fusion_scales_the_sum_of_the_stream_updates(data):
+    """``fusion="mean"`` divides the streams' summed update by their number: with one stream it is the sum,
+    with three it differs; the value round-trips through the module's hyperparameters."""
+    dm, _ = data
+    batch = dm.samples("train").__getitems__(list(range(4)))
+
+    def decoded(**kw):
+        m = module(data, **kw).eval()
+        with torch.no_grad():
+            mem = m.model.encode(batch.features, batch.ages, batch.actions)
+            return m.model.decode(m.model.token_inputs(m.sid_codes[batch.targets][:, :-1]), mem)[0], m
+
+    one_sum, _ = decoded(streams=["recent"])
+    one_mean, m = decoded(streams=["recent"], fusion="mean")
+    assert m.model.config.fusion == "mean"
+    torch.testing.assert_close(one_sum, one_mean)
+    three_sum, _ = decoded()
+    three_mean, _ = decoded(fusion="mean")
+    assert not torch.allclose(three_sum, three_mean, atol=1e-4)
+
+
 def test_topk_attention_equals_the_per_query_reference():
     """The fused gather kernel equals the plain per-query reference, forward and backward, with padding keys,
     a query whose selected keys are all padding, and keys/values given contiguous (as the exported serving
