@@ -422,7 +422,9 @@ class GEMs(nn.Module):
         b, t, d = x.shape
         h, m, kk = k.shape[1], k.shape[2], top.shape[-1]
         rows = (top + torch.arange(b, device=top.device)[:, None, None] * m).reshape(-1)  # [B * T * K]
-        k_sel = k.transpose(1, 2).reshape(b * m, d).index_select(0, rows)  # a view of the projection; no copy
+        # [B * M, d] rows: a free view of what :meth:`CrossAttention.project` returns (row-major [B, M, H, dh]
+        # underneath); keys/values handed over contiguous in [B, H, M, dh] are copied once here
+        k_sel = k.transpose(1, 2).reshape(b * m, d).index_select(0, rows)
         v_sel = v.transpose(1, 2).reshape(b * m, d).index_select(0, rows)
         k_sel = k_sel.view(b * t, kk, h, d // h).transpose(1, 2)  # [B * T, H, K, dh]
         v_sel = v_sel.view(b * t, kk, h, d // h).transpose(1, 2)
