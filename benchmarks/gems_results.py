@@ -38,9 +38,11 @@ VARIANTS = {
     "GEMs without mid-term": ["recent", "life"],
     "recent-only (TIGER-style)": ["recent"],
     "GEMs, mean fusion": ["recent", "mid", "life"],
+    "GEMs, mean fusion, without lifecycle": ["recent", "mid"],
+    "GEMs, mean fusion, without mid-term": ["recent", "life"],
 }
 #: Variants that differ from the default model in more than their streams.
-OPTIONS = {"GEMs, mean fusion": {"fusion": "mean"}}
+OPTIONS = {name: {"fusion": "mean"} for name in VARIANTS if "mean fusion" in name}
 # the dormant topic returns on the last third of the 30 days (20220429..20220508): exactly the test period, whose
 # first clicks are the test targets, so at a target the returned interest is in no recent event, only in the
 # oldest (the first fifth of the days). (With the generator's default 0.2 it returned on May 3, after the targets.)
