@@ -9,9 +9,12 @@ these histories (recent 32 / mid-term 256 / lifecycle the rest). Every GEMs vari
 recipe (MuonRec, 3 epochs: 1 dense, 1 with the indexer loss, then top-K; the 40 latest training targets per
 user), evaluation by beam
 search constrained to valid SIDs (beam width 100 for validation, 500 = the largest K at test); SASRec
-ranks the full catalogue.
+ranks the full catalogue. ``--data periodic`` makes the topic come back every 10 days (also in training),
+``--train-targets spread`` spreads the ``--train-per-user`` training targets over each user's history; the
+"mean fusion" variants average the streams' updates instead of summing them (an ablation of the fusion's
+scale). ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
 
-    .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3]
+    .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--variants ...]
 """
 
 from __future__ import annotations
