@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--train-targets", choices=["latest", "spread"], default="latest",
                         help="the training targets per user: the latest ones, or spread over the period")
     parser.add_argument("--train-per-user", type=int, default=40, help="training targets per user")
-    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (or prefixes) to run")
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (exact, or prefixes of names) to run")
     args = parser.parse_args()
     prepared, manifest = demo_dataset(args.out, log=print, **(PERIODIC if args.data == "periodic" else DATA))
     dm = data_module(prepared, 0)
@@ -116,7 +116,7 @@ def main() -> None:
     for seed in args.seeds:
         tag = f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}-{seed}"
         for name, streams in VARIANTS.items():
-            if not any(name.startswith(v) for v in args.variants):
+            if not any(name == v or (v not in VARIANTS and name.startswith(v)) for v in args.variants):
                 continue
             r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
                          args.train_per_user, **OPTIONS.get(name, {}))
