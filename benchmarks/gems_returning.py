@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.data.vocab import Vocab
@@ -62,9 +63,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tag", default="periodic-spread", help="checkpoint folder tag (without the seed)")
     args = parser.parse_args()
-    tag = "-".join(f"{k}{v}" for k, v in sorted(PERIODIC.items()) if k not in ("dataset", "users", "items"))
-    name = f"{PERIODIC['dataset']}-u{PERIODIC['users']}-i{PERIODIC['items']}-s0-{tag}"
-    prepared = args.work / f"prepared-{name}"
+    prepared, _ = demo_dataset(args.work, log=print, **PERIODIC)  # gems_results.py's release (already there)
     overrides = {k: v for k, v in PERIODIC.items() if k not in ("dataset", "users", "items")}
     truth = kuairand_truth(make_config(PERIODIC["dataset"], PERIODIC["users"], PERIODIC["items"], None, 0, **overrides))
     item_raw = Vocab.read(prepared / "vocab", "item").raw.to_numpy()
@@ -80,10 +79,9 @@ def main() -> None:
         user = user_raw[dm._seq.users[test.owner].astype(np.int64) - 1]
         dormant = truth.dormant_topic[user]
         returning = truth.item_topic[target_item] == dormant
-        recent = 32  # gems_results.py's recent window
         seen = np.zeros_like(returning)
         for j, (t, o) in enumerate(zip(test.targets, test.owner)):
-            lo = max(int(dm._seq.offsets[o]), int(t) - recent)
+            lo = max(int(dm._seq.offsets[o]), int(t) - dm.hparams.recent)
             window = item_raw[dm._seq.item[lo:t].astype(np.int64) - 1]
             seen[j] = bool((truth.item_topic[window] == dormant[j]).any())
         groups = {"returning, unseen": returning & ~seen, "returning, seen": returning & seen,
