@@ -24,6 +24,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -193,42 +194,46 @@ def _run(
     split_counts = dict.fromkeys(SPLIT_NAMES, 0)
     days: dict[int, int] = {}
     columns: dict[str, dict[str, str]] = {}
-    for b in range(len(buckets)):
-        frame = buckets[b]()
-        buckets[b] = _spent  # release the in-memory log as soon as it is loaded
-        frame = frame.with_columns(users.lookup(frame[uid]).alias("user"), items.lookup(frame[iid]).alias("item"))
-        frame = frame.drop(uid, iid, *side_cols)
-        if options.kcore:
-            before = frame.height
-            frame = frame.filter((pl.col("user") > 0) & (pl.col("item") > 0))
-            rows["kcore_removed"] += before - frame.height
-        events = source.normalize(frame)
-        del frame
-        if events.height == 0:  # every row of this bucket fell out of the k-core
-            continue
-        n_before = events.height
-        events, dropped = order_events(
-            events,
-            key=source.order_key,
-            drop_duplicates=options.drop_duplicates,
-            merge_on=source.merge_on,
-        )
-        rows["duplicates_dropped"] += dropped
-        rows["merged"] += n_before - dropped - events.height
-        events = source.finish_events(events)
-        events = events.with_columns(assign_date_split(pl.col("day"), split["train_end"], split["valid_end"]))
-        _write_sequences(events, tmp / "sequences" / f"part-{b:05d}.parquet")
-        rows["events"] += events.height
-        for code, n in enumerate(np.bincount(events["split"].to_numpy(), minlength=len(SPLIT_NAMES))):
-            split_counts[SPLIT_NAMES[code]] += int(n)
-        day = events["day"].to_numpy()
-        first = int(day.min())
-        for offset in np.flatnonzero(per_day := np.bincount(day - first)):
-            days[first + int(offset)] = days.get(first + int(offset), 0) + int(per_day[offset])
-        schema = _write_events(events, tmp / "events" / f"part-{b:05d}.parquet", source.actions, item_table,
-                               event_item_fields)
-        columns.setdefault("events", schema)
-        del events
+    with ThreadPoolExecutor(1, thread_name_prefix="sequences") as writer:
+        for b in range(len(buckets)):
+            frame = buckets[b]()
+            buckets[b] = _spent  # release the in-memory log as soon as it is loaded
+            frame = frame.with_columns(users.lookup(frame[uid]).alias("user"), items.lookup(frame[iid]).alias("item"))
+            frame = frame.drop(uid, iid, *side_cols)
+            if options.kcore:
+                before = frame.height
+                frame = frame.filter((pl.col("user") > 0) & (pl.col("item") > 0))
+                rows["kcore_removed"] += before - frame.height
+            events = source.normalize(frame)
+            del frame
+            if events.height == 0:  # every row of this bucket fell out of the k-core
+                continue
+            n_before = events.height
+            events, dropped = order_events(
+                events,
+                key=source.order_key,
+                drop_duplicates=options.drop_duplicates,
+                merge_on=source.merge_on,
+            )
+            rows["duplicates_dropped"] += dropped
+            rows["merged"] += n_before - dropped - events.height
+            events = source.finish_events(events)
+            events = events.with_columns(assign_date_split(pl.col("day"), split["train_end"], split["valid_end"]))
+            # The sequences are built and written on a second thread while this one writes the event table:
+            # both are polars/numpy work that releases the GIL, and each alone leaves a core idle.
+            sequences_written = writer.submit(_write_sequences, events, tmp / "sequences" / f"part-{b:05d}.parquet")
+            rows["events"] += events.height
+            for code, n in enumerate(np.bincount(events["split"].to_numpy(), minlength=len(SPLIT_NAMES))):
+                split_counts[SPLIT_NAMES[code]] += int(n)
+            day = events["day"].to_numpy()
+            first = int(day.min())
+            for offset in np.flatnonzero(per_day := np.bincount(day - first)):
+                days[first + int(offset)] = days.get(first + int(offset), 0) + int(per_day[offset])
+            schema = _write_events(events, tmp / "events" / f"part-{b:05d}.parquet", source.actions, item_table,
+                                   event_item_fields)
+            columns.setdefault("events", schema)
+            sequences_written.result()
+            del events
     shutil.rmtree(tmp / "_stage", ignore_errors=True)
 
     # 4. Side tables and vocabularies.
