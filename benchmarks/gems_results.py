@@ -43,9 +43,10 @@ VARIANTS = {
     "GEMs, mean fusion": ["recent", "mid", "life"],
     "GEMs, mean fusion, without lifecycle": ["recent", "mid"],
     "GEMs, mean fusion, without mid-term": ["recent", "life"],
+    "GEMs, gated fusion": ["recent", "mid", "life"],
 }
 #: Variants that differ from the default model in more than their streams.
-OPTIONS = {name: {"fusion": "mean"} for name in VARIANTS if "mean fusion" in name}
+OPTIONS = {name: {"fusion": "mean" if "mean fusion" in name else "gated"} for name in VARIANTS if "fusion" in name}
 # the dormant topic returns on the last third of the 30 days (20220429..20220508): exactly the test period, whose
 # first clicks are the test targets, so at a target the returned interest is in no recent event, only in the
 # oldest (the first fifth of the days). (With the generator's default 0.2 it returned on May 3, after the targets.)

@@ -69,9 +69,15 @@ class GEMsConfig:
     num_actions: int = 8
     cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
     dropout: float = 0.1
-    #: How the streams' updates combine: ``"sum"`` (the paper's parameter-free fusion) or ``"mean"`` (the
-    #: same divided by the number of streams; an ablation of the fusion's scale, still parameter-free).
+    #: How the streams' updates combine: ``"sum"`` (the paper's parameter-free fusion), ``"mean"`` (the
+    #: same divided by the number of streams; an ablation of the fusion's scale, still parameter-free) or
+    #: ``"gated"`` (each stream's update times a learned per-channel gain, 1 for the first stream and 0 for
+    #: the others at initialisation: ReZero / LayerScale style, our addition, not the paper's).
     fusion: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("sum", "mean", "gated"):
+            raise ValueError(f"fusion must be 'sum', 'mean' or 'gated', got {self.fusion!r}")
 
     @classmethod
     def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int]) -> GEMsConfig:
@@ -251,7 +257,8 @@ class CrossAttention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Causal self-attention, then per stream its own cross-attention and FFN, fused by a plain sum."""
+    """Causal self-attention, then per stream its own cross-attention and FFN, fused by a plain sum (or
+    see :attr:`GEMsConfig.fusion`)."""
 
     def __init__(self, config: GEMsConfig) -> None:
         super().__init__()
@@ -263,6 +270,19 @@ class DecoderBlock(nn.Module):
         self.cross = nn.ModuleDict({s: CrossAttention(d, config.heads, config.dropout) for s in self.streams})
         self.ffn_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
         self.ffn = nn.ModuleDict({s: FeedForward(d, config.dropout) for s in self.streams})
+        if config.fusion == "gated":
+            # The model starts as its first stream alone (recent-only when ``recent`` is used) and learns
+            # how much of each longer stream to add: their updates are noise to the decoder at first.
+            self.gate = nn.ParameterDict({s: nn.Parameter(torch.full((d,), 1.0 if i == 0 else 0.0))
+                                          for i, s in enumerate(self.streams)})
+
+    def fuse(self, shared: torch.Tensor, updates: dict[str, torch.Tensor], fusion: str) -> torch.Tensor:
+        """The block's output: ``shared`` plus the streams' ``updates`` (each ``d_s - shared``) combined
+        by ``fusion`` (see :class:`GEMsConfig`)."""
+        if fusion == "gated":
+            return shared + sum(self.gate[s] * u for s, u in updates.items())
+        total = sum(updates.values())
+        return shared + (total / len(updates) if fusion == "mean" else total)
 
 
 class GEMs(nn.Module):
@@ -360,7 +380,7 @@ class GEMs(nn.Module):
             else:
                 attn = block.self_attn(h, causal=True)
             shared = x + attn
-            update = torch.zeros_like(shared)
+            updates = {}
             for s in block.streams:
                 mem = memories[s]
                 q = block.cross_norm[s](shared).reshape(b, beams * t, d)  # a user's queries together
@@ -384,8 +404,8 @@ class GEMs(nn.Module):
                     out, _ = block.cross[s](q, k, v, mask)
                 d_s = shared + out.reshape(n, t, d)
                 d_s = d_s + block.ffn[s](block.ffn_norm[s](d_s))
-                update = update + (d_s - shared)  # parameter-free fusion of the streams
-            x = shared + (update / len(block.streams) if self.config.fusion == "mean" else update)
+                updates[s] = d_s - shared
+            x = block.fuse(shared, updates, self.config.fusion)
         return self.final_norm(x), indexer_loss
 
     def memory_kv(self, memories: dict[str, dict[str, torch.Tensor]]) -> dict:

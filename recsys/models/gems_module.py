@@ -57,8 +57,9 @@ class GEMsModule(L.LightningModule):
         cardinalities: vocabulary sizes of the batch's sparse keys (linked from the data module).
         streams: the streams used (ablations: drop ``"life"`` or ``"mid"``; ``["recent"]`` alone is the
             TIGER-style recent-only baseline).
-        fusion: ``"sum"`` of the streams' updates (the paper's parameter-free fusion) or their ``"mean"``
-            (an ablation of the fusion's scale).
+        fusion: ``"sum"`` of the streams' updates (the paper's parameter-free fusion), their ``"mean"``
+            (an ablation of the fusion's scale) or ``"gated"`` (learned per-stream gains starting from the
+            first stream alone; our addition).
         stage_epochs: epochs of stage 1 (dense) and stage 2 (plus indexer loss) before stage 3 (top-K).
         beam_width: items returned per sample at evaluation (the largest K of ``ks``).
     """
@@ -78,7 +79,7 @@ class GEMsModule(L.LightningModule):
         indexer_dim: int = 16,
         summary_tokens: int = 8,
         dropout: float = 0.1,
-        fusion: Literal["sum", "mean"] = "sum",
+        fusion: Literal["sum", "mean", "gated"] = "sum",
         stage_epochs: list[int] = [1, 1],  # noqa: B006
         indexer_weight: float = 1.0,
         recon_weight: float = 0.1,

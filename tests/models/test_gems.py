@@ -63,6 +63,35 @@ def test_mean_fusion_scales_the_sum_of_the_stream_updates(data):
     assert not torch.allclose(three_sum, three_mean, atol=1e-4)
 
 
+def test_gated_fusion_starts_from_the_first_stream_and_learns_the_others(data):
+    """``fusion="gated"``: at initialisation the longer streams' gains are 0, so their memories do not move
+    the decoder output; with every gain at 1 it is the plain sum of the same weights; the gains get gradients."""
+    dm, _ = data
+    batch = dm.samples("train").__getitems__(list(range(4)))
+    m = module(data, fusion="gated").eval()
+    ref = module(data)  # same seed: the same weights, summed
+    ref.load_state_dict({k: v for k, v in m.state_dict().items() if ".gate." not in k})
+    x = m.model.token_inputs(m.sid_codes[batch.targets][:, :-1])
+    mem = m.model.encode(batch.features, batch.ages, batch.actions)
+    gated, _ = m.model.decode(x, mem)
+    moved = {s: {**v, "memory": v["memory"] + 1.0} if s != "recent" else v for s, v in mem.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(m.model.decode(x, moved)[0], gated)
+    gated.square().sum().backward()
+    gains = m.model.blocks[0].gate
+    assert gains["mid"].grad.abs().sum() > 0 and gains["life"].grad.abs().sum() > 0
+    with torch.no_grad():
+        for g in gains.values():
+            g.fill_(1.0)
+        for block in m.model.blocks[1:]:
+            for g in block.gate.values():
+                g.fill_(1.0)
+        summed, _ = ref.eval().model.decode(x, ref.model.encode(batch.features, batch.ages, batch.actions))
+        torch.testing.assert_close(m.model.decode(x, mem)[0], summed)
+    with pytest.raises(ValueError, match="fusion"):
+        module(data, fusion="max")
+
+
 def test_topk_attention_equals_the_per_query_reference():
     """The fused gather kernel equals the plain per-query reference, forward and backward, with padding keys,
     a query whose selected keys are all padding, and keys/values given contiguous (as the exported serving
