@@ -47,7 +47,7 @@ def test_bench_optim_sasrec_head_puts_the_head_on_muon(prepared_kuairand, tmp_pa
     from recsys.optim.param_groups import build_param_groups
 
     spec = MODELS["sasrec-head"]()
-    dm = spec.data(prepared_kuairand, 0)
+    dm = spec.data(prepared_kuairand, 0, 1)
     dm.setup()
     module = spec.module(dm)
     muon = {n for g in build_param_groups(module.model, "muonrec") if g["use_muon"] for n in g["param_names"]}
@@ -58,3 +58,14 @@ def test_bench_optim_sasrec_head_puts_the_head_on_muon(prepared_kuairand, tmp_pa
                  "[adamw, muonrec]", "--max_epochs", "1", "--patience", "2", "--evals_per_epoch", "2"])
     assert code == 0
     assert "sasrec-head" in (out / "summary.md").read_text()
+
+
+def test_bench_models_take_the_evaluation_targets_per_user(prepared_kuairand):
+    """``eval_per_user`` reaches the retrieval data: more targets, a less noisy early-stopping metric."""
+    from recsys.optim.bench import MODELS
+
+    spec = MODELS["sasrec"]()
+    one, every = spec.data(prepared_kuairand, 0, 1), spec.data(prepared_kuairand, 0, None)
+    one.setup()
+    every.setup()
+    assert len(every.samples("valid")) > len(one.samples("valid"))
