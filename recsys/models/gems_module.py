@@ -3,7 +3,7 @@ search constrained to valid semantic IDs (beam width = the number of items retur
 
 Stages (GEMs Sec. 3.6 [S]): the first ``stage_epochs[0]`` epochs train densely without the indexer
 loss, the next ``stage_epochs[1]`` add the indexer loss, after that the mid-term stream reads only its
-top-K keys per query (as at serving time). Evaluation follows the current stage.
+top-K keys per query (as at serving time). Evaluation follows the current stage, or a loaded checkpoint's.
 
 Metrics: Recall@K and NDCG@K of the target item in the returned list (one target per sample, so
 Recall@K = HR@K), K in ``ks``; and the recall of each SID level (the target's first ``l`` tokens are the
@@ -98,12 +98,27 @@ class GEMsModule(L.LightningModule):
         self.trie = self.semantic_ids.trie()
         self.model = GEMs(GEMsConfig.from_hparams(dict(self.hparams), self.codebook_sizes))
         self.val_metrics, self.test_metrics = SumMetric(), SumMetric()
+        self._checkpoint_epoch: int | None = None
 
     @property
     def stage(self) -> int:
+        """The stage of the current epoch; outside training, that of the epoch the loaded checkpoint was
+        written in (a best checkpoint from stage 2 is tested as it was validated, with dense mid-term
+        attention, even by the trainer that went on to stage 3)."""
         first, second = self.hparams.stage_epochs
-        epoch = self.current_epoch if self._trainer is not None else first + second
+        if self._trainer is None:
+            epoch = first + second
+        elif self._checkpoint_epoch is not None and not self.trainer.training:
+            epoch = self._checkpoint_epoch
+        else:
+            epoch = self.current_epoch
         return 1 if epoch < first else 2 if epoch < first + second else 3
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._checkpoint_epoch = checkpoint.get("epoch")
+
+    def on_train_start(self) -> None:
+        self._checkpoint_epoch = None  # training (or resuming) follows the epochs again
 
     def loss(self, batch: LifelongBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams

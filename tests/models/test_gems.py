@@ -241,3 +241,28 @@ def test_trains_evaluates_and_ablates(data, tmp_path):
     result = trainer.test(m, dm, verbose=False)[0]
     assert 0 <= result["test/recall@5"] <= result["test/recall@10"] <= 1
     assert result["test/recall_level1"] >= result["test/recall_level2"]
+
+
+def test_a_checkpoint_is_tested_in_the_stage_it_was_written_in(data, tmp_path):
+    """A best checkpoint from stage 1 is tested with stage 1's dense attention, also by the trainer that
+    went on to stage 3 (it was validated that way); training follows the epochs again."""
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    dm, _ = data
+    seen = []
+
+    class Stages(Callback):
+        def on_test_start(self, trainer, pl_module):
+            seen.append(pl_module.stage)
+
+    m = module(data, stage_epochs=[1, 1])
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1)
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, logger=False,
+                        callbacks=[ckpt, Stages()], enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, dm)
+    for epoch in (0, 1, 2):
+        trainer.test(m, dm, ckpt_path=str(tmp_path / f"epoch={epoch}.ckpt"), verbose=False)
+    assert seen == [1, 2, 3]
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(m, dm, ckpt_path=str(tmp_path / "epoch=2.ckpt"))
+    assert m._checkpoint_epoch is None and m.stage == 3
