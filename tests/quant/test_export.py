@@ -59,6 +59,25 @@ def test_runtime_recommends_what_the_model_recommends(gems_module_and_batch, art
     torch.testing.assert_close(got_scores, scores, atol=1e-4, rtol=1e-4)
 
 
+def test_gated_fusion_exports_and_serves_what_the_model_recommends(gems_module_and_batch, tmp_path):
+    """``fusion="gated"``'s learned gains travel in the artifact: the runtime answers what the model answers."""
+    from recsys.models.gems_module import GEMsModule
+
+    trained, batch = gems_module_and_batch
+    module = GEMsModule(**{**trained.hparams, "fusion": "gated"}).eval()
+    missing = module.load_state_dict(trained.state_dict(), strict=False).missing_keys
+    assert missing and all(".gate." in k for k in missing)
+    with torch.no_grad():
+        for name, gain in module.named_parameters():
+            if ".gate." in name:
+                gain.copy_(torch.rand_like(gain) * 1.5)  # away from 0 and 1: every stream counts
+    export_gems(module, tmp_path / "gated", precision="fp32", recent=8, mid=32)
+    items, _, scores = module.recommend(batch, beam_width=20, stage=3)
+    got_items, got_scores = GEMsRuntime.load(tmp_path / "gated").recommend(_histories(batch, module), k=20)
+    assert torch.equal(got_items[:, :5], items[:, :5])
+    torch.testing.assert_close(got_scores, scores, atol=1e-4, rtol=1e-4)
+
+
 def test_fp8_artifact_is_small_and_close(gems_module_and_batch, artifacts):
     module, batch = gems_module_and_batch
     manifest, folder = artifacts["fp8"]
