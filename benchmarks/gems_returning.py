@@ -33,16 +33,9 @@ from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.data.vocab import Vocab
 from recsys.metrics.ranking import metrics_from_rank
-from recsys.models.gems_module import GEMsModule
+from recsys.models.gems_module import GEMsModule, stage_of_epoch
 
 from gems_results import PERIODIC, TEST_BEAM, TEST_KS, VARIANTS, data_module  # noqa: I001 (a sibling script)
-
-
-def stage_of(ckpt: dict, stage_epochs: list[int]) -> int:
-    """The training stage of the epoch a checkpoint was written in (what ``trainer.test`` evaluates with)."""
-    first, second = stage_epochs
-    epoch = ckpt["epoch"]
-    return 1 if epoch < first else 2 if epoch < first + second else 3
 
 
 @torch.no_grad()
@@ -94,9 +87,9 @@ def main() -> None:
             cached = args.work / "ranks" / f"{variant}-{args.tag}-{seed}.npy"
             if not cached.exists():
                 module = GEMsModule.load_from_checkpoint(path, weights_only=False)  # our own file
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                stage = stage_of_epoch(module.checkpoint_epoch, module.hparams.stage_epochs)  # as trainer.test
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                np.save(cached, ranks(module, dm, stage_of(ckpt, module.hparams.stage_epochs)))
+                np.save(cached, ranks(module, dm, stage))
             r = torch.from_numpy(np.load(cached))
             for group, mask in groups.items():
                 m = metrics_from_rank(r[torch.from_numpy(mask)], list(TEST_KS))

@@ -270,19 +270,20 @@ class DecoderBlock(nn.Module):
         self.cross = nn.ModuleDict({s: CrossAttention(d, config.heads, config.dropout) for s in self.streams})
         self.ffn_norm = nn.ModuleDict({s: nn.RMSNorm(d) for s in self.streams})
         self.ffn = nn.ModuleDict({s: FeedForward(d, config.dropout) for s in self.streams})
+        self.fusion = config.fusion
         if config.fusion == "gated":
             # The model starts as its first stream alone (recent-only when ``recent`` is used) and learns
             # how much of each longer stream to add: their updates are noise to the decoder at first.
             self.gate = nn.ParameterDict({s: nn.Parameter(torch.full((d,), 1.0 if i == 0 else 0.0))
                                           for i, s in enumerate(self.streams)})
 
-    def fuse(self, shared: torch.Tensor, updates: dict[str, torch.Tensor], fusion: str) -> torch.Tensor:
+    def fuse(self, shared: torch.Tensor, updates: dict[str, torch.Tensor]) -> torch.Tensor:
         """The block's output: ``shared`` plus the streams' ``updates`` (each ``d_s - shared``) combined
-        by ``fusion`` (see :class:`GEMsConfig`)."""
-        if fusion == "gated":
+        by the config's ``fusion`` (see :class:`GEMsConfig`)."""
+        if self.fusion == "gated":
             return shared + sum(self.gate[s] * u for s, u in updates.items())
         total = sum(updates.values())
-        return shared + (total / len(updates) if fusion == "mean" else total)
+        return shared + (total / len(updates) if self.fusion == "mean" else total)
 
 
 class GEMs(nn.Module):
@@ -405,7 +406,7 @@ class GEMs(nn.Module):
                 d_s = shared + out.reshape(n, t, d)
                 d_s = d_s + block.ffn[s](block.ffn_norm[s](d_s))
                 updates[s] = d_s - shared
-            x = block.fuse(shared, updates, self.config.fusion)
+            x = block.fuse(shared, updates)
         return self.final_norm(x), indexer_loss
 
     def memory_kv(self, memories: dict[str, dict[str, torch.Tensor]]) -> dict:

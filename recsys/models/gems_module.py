@@ -12,6 +12,7 @@ first ``l`` tokens of some returned beam), the paper's hierarchical recall.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
@@ -47,6 +48,12 @@ class SumMetric:
             dist.all_reduce(totals)
         count = max(float(totals[-1]), 1.0)
         return {k: float(v) / count for k, v in zip(keys, totals[:-1], strict=True)}
+
+
+def stage_of_epoch(epoch: int, stage_epochs: Sequence[int]) -> int:
+    """The training stage (1 dense, 2 plus the indexer loss, 3 top-K) of a 0-based ``epoch``."""
+    first, second = stage_epochs
+    return 1 if epoch < first else 2 if epoch < first + second else 3
 
 
 class GEMsModule(L.LightningModule):
@@ -98,27 +105,24 @@ class GEMsModule(L.LightningModule):
         self.trie = self.semantic_ids.trie()
         self.model = GEMs(GEMsConfig.from_hparams(dict(self.hparams), self.codebook_sizes))
         self.val_metrics, self.test_metrics = SumMetric(), SumMetric()
-        self._checkpoint_epoch: int | None = None
+        self.checkpoint_epoch: int | None = None  # the epoch a loaded checkpoint was written in
 
     @property
     def stage(self) -> int:
         """The stage of the current epoch; outside training, that of the epoch the loaded checkpoint was
         written in (a best checkpoint from stage 2 is tested as it was validated, with dense mid-term
         attention, even by the trainer that went on to stage 3)."""
-        first, second = self.hparams.stage_epochs
         if self._trainer is None:
-            epoch = first + second
-        elif self._checkpoint_epoch is not None and not self.trainer.training:
-            epoch = self._checkpoint_epoch
-        else:
-            epoch = self.current_epoch
-        return 1 if epoch < first else 2 if epoch < first + second else 3
+            return 3
+        if self.checkpoint_epoch is not None and not self.trainer.training:
+            return stage_of_epoch(self.checkpoint_epoch, self.hparams.stage_epochs)
+        return stage_of_epoch(self.current_epoch, self.hparams.stage_epochs)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._checkpoint_epoch = checkpoint.get("epoch")
+        self.checkpoint_epoch = checkpoint.get("epoch")
 
     def on_train_start(self) -> None:
-        self._checkpoint_epoch = None  # training (or resuming) follows the epochs again
+        self.checkpoint_epoch = None  # training (or resuming) follows the epochs again
 
     def loss(self, batch: LifelongBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams

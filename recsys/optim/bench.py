@@ -349,7 +349,7 @@ def _first_step_reaching(run: Run, target: float) -> tuple[int | None, float | N
 
 
 def _summary(model: str, data: Path, finals: dict[str, list[Run]], sweep_adamw: list[Run], sweep_muon: list[Run],
-             metrics: tuple[str, ...], eval_per_user: int | None = 5) -> str:
+             metrics: tuple[str, ...], eval_per_user: int | None) -> str:
     def mean(xs: list[float]) -> float:
         return statistics.mean(xs)
 

@@ -265,4 +265,4 @@ def test_a_checkpoint_is_tested_in_the_stage_it_was_written_in(data, tmp_path):
     assert seen == [1, 2, 3]
     trainer.fit_loop.max_epochs = 4
     trainer.fit(m, dm, ckpt_path=str(tmp_path / "epoch=2.ckpt"))
-    assert m._checkpoint_epoch is None and m.stage == 3
+    assert m.checkpoint_epoch is None and m.stage == 3
