@@ -389,14 +389,12 @@ class GEMs(nn.Module):
                 mask = mem["mask"][:, None, :]
                 if s == "mid" and stage >= 2 and mem["memory"].shape[1] > 0:
                     keys = memory_kv["indexer"] if memory_kv is not None else self.indexer.keys(mem["memory"].detach())
-                    scores = self.indexer(q.detach(), keys)
-                    scores = scores.masked_fill(~mask, float("-inf"))
                     if stage >= 3 and mem["memory"].shape[1] > self.config.top_k:
-                        top = scores.topk(self.config.top_k, dim=-1, sorted=False).indices  # [B, beams * T, K]
-                        out = self._topk_attention(block.cross[s], q, k, v, top, mem["mask"])
+                        out = self.indexed_read(block.cross[s], q, k, v, keys, mem["mask"])
                     else:
                         out, full = block.cross[s](q, k, v, mask, return_probs=self.training)
                         if self.training:  # KL(p_full || softmax(I)), towards the detached full attention
+                            scores = self.indexer(q.detach(), keys).masked_fill(~mask, float("-inf"))
                             target = full.detach()
                             log_p = torch.log_softmax(scores, dim=-1)
                             kl = target * (target.clamp(min=1e-9).log() - log_p)
@@ -428,6 +426,16 @@ class GEMs(nn.Module):
         cache = state.setdefault("self", {})
         states, _ = self.decode(x, memories, stage=stage, beams=beams, memory_kv=memory_kv, self_cache=cache)
         return torch.log_softmax(self.level_logits(states[:, -1], l), dim=-1), state
+
+    def indexed_read(self, cross: CrossAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The mid-term read at stage 3: queries ``q [B, T, d]`` score the memory's indexer ``keys
+        [B, M, head_dim]``, keep their top-K (``mask [B, M]``: valid keys) and attend to those keys/values only
+        (``k, v [B, H, M, d/H]``). One function so that ``benchmarks/gems_indexer_read.py`` times exactly what
+        :meth:`decode` runs."""
+        scores = self.indexer(q.detach(), keys).masked_fill(~mask[:, None, :], float("-inf"))
+        top = scores.topk(self.config.top_k, dim=-1, sorted=False).indices  # [B, T, K]
+        return self._topk_attention(cross, q, k, v, top, mask)
 
     @staticmethod
     def _topk_attention(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
