@@ -12,7 +12,7 @@ search constrained to valid SIDs (beam width 100 for validation, 500 = the large
 ranks the full catalogue. ``--data periodic`` makes the topic come back every 10 days (also in training),
 ``--train-targets spread`` spreads the ``--train-per-user`` training targets over each user's history; the
 "mean fusion" variants average the streams' updates instead of summing them (an ablation of the fusion's
-scale). ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
+scale), "gated fusion" learns per-stream gains from zero, "daily ages" buckets event ages by day. ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
 
     .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--variants ...]
 """
@@ -44,9 +44,16 @@ VARIANTS = {
     "GEMs, mean fusion, without lifecycle": ["recent", "mid"],
     "GEMs, mean fusion, without mid-term": ["recent", "life"],
     "GEMs, gated fusion": ["recent", "mid", "life"],
+    "GEMs, gated fusion, daily ages": ["recent", "mid", "life"],
+    "recent-only, daily ages": ["recent"],
 }
 #: Variants that differ from the default model in more than their streams.
-OPTIONS = {name: {"fusion": "mean" if "mean fusion" in name else "gated"} for name in VARIANTS if "fusion" in name}
+OPTIONS = {
+    **{name: {"fusion": "mean"} for name in VARIANTS if "mean fusion" in name},
+    "GEMs, gated fusion": {"fusion": "gated"},
+    "GEMs, gated fusion, daily ages": {"fusion": "gated", "age_buckets": "daily"},
+    "recent-only, daily ages": {"age_buckets": "daily"},
+}
 # the dormant topic returns on the last third of the 30 days (20220429..20220508): exactly the test period, whose
 # first clicks are the test targets, so at a target the returned interest is in no recent event, only in the
 # oldest (the first fifth of the days). (With the generator's default 0.2 it returned on May 3, after the targets.)

@@ -54,13 +54,15 @@ def main() -> None:
     ap.add_argument("--marc-epochs", type=int, default=8)
     ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/marc"))
     ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
+    ap.add_argument("--main-label", default=None,
+                    help="the action to predict (default: the dataset's, MovieLens and KuaiRand like)")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     for name in args.datasets:
         root = args.work / name
         data = dataset(name, root, args.users, args.items)
-        label = main_label_of(data)
+        label = main_label_of(data, args.main_label)
         if args.fresh_cache:
             shutil.rmtree(root / "cache", ignore_errors=True)
         started = time.perf_counter()

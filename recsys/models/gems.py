@@ -49,7 +49,15 @@ from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
 
 STREAMS = ("recent", "mid", "life")
-_AGE_EDGES = (1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440, 4320, 8760)  # hours
+#: Boundaries (hours) of the event-age buckets. ``log2``: roughly doubling widths, a week resolved only as
+#: "4-7 days" or "7-14 days". ``daily``: one bucket per day up to 60 days (then 90, 180, 365 days): a
+#: model can tell an interest last seen 7 days ago from one seen 8 days ago, which matters where interests
+#: come back on a schedule (weekly, monthly). Our addition: the paper encodes timestamps per event
+#: (PAPERS.md §2.2) without saying how.
+AGE_EDGES = {
+    "log2": (1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440, 4320, 8760),
+    "daily": (1, 3, 6, 12, *range(24, 24 * 61, 24), 2160, 4320, 8760),
+}
 
 
 @dataclass
@@ -74,10 +82,14 @@ class GEMsConfig:
     #: ``"gated"`` (each stream's update times a learned per-channel gain, 1 for the first stream and 0 for
     #: the others at initialisation: ReZero / LayerScale style, our addition, not the paper's).
     fusion: str = "sum"
+    #: Event-age buckets of every stream's events: a key of :data:`AGE_EDGES`.
+    age_buckets: str = "log2"
 
     def __post_init__(self) -> None:
         if self.fusion not in ("sum", "mean", "gated"):
             raise ValueError(f"fusion must be 'sum', 'mean' or 'gated', got {self.fusion!r}")
+        if self.age_buckets not in AGE_EDGES:
+            raise ValueError(f"age_buckets must be one of {sorted(AGE_EDGES)}, got {self.age_buckets!r}")
 
     @classmethod
     def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int]) -> GEMsConfig:
@@ -86,7 +98,7 @@ class GEMsConfig:
         cards = dict(hparams["cardinalities"])
         streams = tuple(hparams.get("streams", STREAMS))
         names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
-                 "summary_tokens", "dropout", "fusion")
+                 "summary_tokens", "dropout", "fusion", "age_buckets")
         return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
                    codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
                    cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
@@ -105,8 +117,9 @@ class EventEmbedding(nn.Module):
         shared = {k: ("author" if k.endswith("_author") else "item") for k in cards}
         self.features = SparseFeatures(cards, config.dim, tables=shared)
         self.bits = nn.Parameter(torch.randn(config.num_actions, config.dim) * 0.02)
-        self.age = nn.Embedding(len(_AGE_EDGES) + 1, config.dim)
-        self.register_buffer("edges", torch.tensor(_AGE_EDGES, dtype=torch.float32), persistent=False)
+        edges = AGE_EDGES[config.age_buckets]
+        self.age = nn.Embedding(len(edges) + 1, config.dim)
+        self.register_buffer("edges", torch.tensor(edges, dtype=torch.float32), persistent=False)
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, embedded: dict, stream: str, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,8 @@ class GEMsModule(L.LightningModule):
         fusion: ``"sum"`` of the streams' updates (the paper's parameter-free fusion), their ``"mean"``
             (an ablation of the fusion's scale) or ``"gated"`` (learned per-stream gains starting from the
             first stream alone; our addition).
+        age_buckets: event-age buckets, ``"log2"`` (doubling widths) or ``"daily"`` (one a day up to 60
+            days; :data:`recsys.models.gems.AGE_EDGES`).
         stage_epochs: epochs of stage 1 (dense) and stage 2 (plus indexer loss) before stage 3 (top-K).
         beam_width: items returned per sample at evaluation (the largest K of ``ks``).
     """
@@ -87,6 +89,7 @@ class GEMsModule(L.LightningModule):
         summary_tokens: int = 8,
         dropout: float = 0.1,
         fusion: Literal["sum", "mean", "gated"] = "sum",
+        age_buckets: Literal["log2", "daily"] = "log2",
         stage_epochs: list[int] = [1, 1],  # noqa: B006
         indexer_weight: float = 1.0,
         recon_weight: float = 0.1,

@@ -92,6 +92,22 @@ def test_gated_fusion_starts_from_the_first_stream_and_learns_the_others(data):
         module(data, fusion="max")
 
 
+def test_daily_age_buckets_tell_a_week_from_eight_days(data):
+    """``age_buckets="daily"``: events 7.5 and 8.5 days old get different age embeddings (with ``log2``
+    they share the 7-14 day bucket); the choice round-trips through the checkpoint's hyperparameters."""
+    from recsys.models.gems import GEMsConfig
+
+    week, eight = torch.tensor([7.5 * 24]), torch.tensor([8.5 * 24])
+    for buckets, same in (("log2", True), ("daily", False)):
+        m = module(data, age_buckets=buckets)
+        events = m.model.events
+        assert (torch.bucketize(week, events.edges) == torch.bucketize(eight, events.edges)).item() is same
+        assert events.age.num_embeddings == len(events.edges) + 1
+        assert GEMsConfig.from_hparams(dict(m.hparams), m.codebook_sizes).age_buckets == buckets
+    with pytest.raises(ValueError, match="age_buckets"):
+        module(data, age_buckets="hourly")
+
+
 def test_topk_attention_equals_the_per_query_reference():
     """The fused gather kernel equals the plain per-query reference, forward and backward, with padding keys,
     a query whose selected keys are all padding, and keys/values given contiguous (as the exported serving
