@@ -44,13 +44,15 @@ VARIANTS = {
     "GEMs, mean fusion, without lifecycle": ["recent", "mid"],
     "GEMs, mean fusion, without mid-term": ["recent", "life"],
     "GEMs, gated fusion": ["recent", "mid", "life"],
+    "GEMs, gated fusion, without lifecycle": ["recent", "mid"],
+    "GEMs, gated fusion, without mid-term": ["recent", "life"],
     "GEMs, gated fusion, daily ages": ["recent", "mid", "life"],
     "recent-only, daily ages": ["recent"],
 }
 #: Variants that differ from the default model in more than their streams.
 OPTIONS = {
     **{name: {"fusion": "mean"} for name in VARIANTS if "mean fusion" in name},
-    "GEMs, gated fusion": {"fusion": "gated"},
+    **{name: {"fusion": "gated"} for name in VARIANTS if name.startswith("GEMs, gated fusion")},
     "GEMs, gated fusion, daily ages": {"fusion": "gated", "age_buckets": "daily"},
     "recent-only, daily ages": {"age_buckets": "daily"},
 }
@@ -121,8 +123,11 @@ def main() -> None:
     lengths = dm._seq.lengths
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()
+    # checkpoints and reports of other recipes go to their own folders (gems_returning.py --tag SETTING)
+    setting = (f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}"
+               f"{'' if args.epochs == 3 else f'-e{args.epochs}'}")
     for seed in args.seeds:
-        tag = f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}-{seed}"
+        tag = f"{setting}-{seed}"
         for name, streams in VARIANTS.items():
             if not any(name == v or (v not in VARIANTS and name.startswith(v)) for v in args.variants):
                 continue
@@ -153,7 +158,7 @@ def main() -> None:
         cells = [fmt([r[f"test/{c}"] for r in runs]) if f"test/{c}" in runs[0] else "-" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    (args.out / f"results-{args.data}-{args.train_targets}.md").write_text(text)
+    (args.out / f"results-{setting}.md").write_text(text)
     print(text)
 
 
