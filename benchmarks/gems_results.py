@@ -12,7 +12,8 @@ search constrained to valid SIDs (beam width 100 for validation, 500 = the large
 ranks the full catalogue. ``--data periodic`` makes the topic come back every 10 days (also in training),
 ``--train-targets spread`` spreads the ``--train-per-user`` training targets over each user's history; the
 "mean fusion" variants average the streams' updates instead of summing them (an ablation of the fusion's
-scale), "gated fusion" learns per-stream gains from zero, "daily ages" buckets event ages by day. ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
+scale), "gated fusion" learns per-stream gains from zero, "daily ages" buckets event ages by day.
+``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
 
     .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--variants ...]
 """
