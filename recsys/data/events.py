@@ -12,6 +12,9 @@ flags OR-ed): the day's click, favourite, cart and purchase of an item form one 
 
 Sorting packs the key columns into one ``uint64`` when their value ranges fit in 64 bits (a single radix-
 friendly sort: the fast path for Tmall and KuaiRand-Pure); otherwise it falls back to a multi-column sort.
+Rows that differ in the first key column never tie, duplicate or merge, so a large frame can be cut into
+ranges of that column (:func:`value_ranges`) and the ranges ordered independently, e.g. on parallel
+threads: their concatenation is the order of the whole frame.
 
 >>> frame = pl.DataFrame({"user": [2, 1, 1, 1], "ts": [5, 9, 3, 9], "item": [7, 4, 8, 4],
 ...                       "actions": [1, 2, 1, 2]}, schema_overrides={"actions": pl.UInt16})
@@ -49,6 +52,8 @@ def order_events(
     """
     if frame.height == 0:
         return frame, 0
+    if merge_on and list(key[: len(merge_on)]) != list(merge_on):
+        raise ValueError(f"merge_on {list(merge_on)} must be a prefix of the key {list(key)}")
     packed = _pack(frame, key)
     if packed is not None and set(frame.columns) == set(key):
         return _order_packed(packed, key, frame.schema, drop_duplicates, merge_on)
@@ -92,8 +97,6 @@ def _order_packed(
             scratch, keys = keys, keys[first]
     if not dropped:
         scratch = np.empty_like(keys)
-    if merge_on and list(key[: len(merge_on)]) != list(merge_on):
-        raise ValueError(f"merge_on {list(merge_on)} must be a prefix of the key {list(key)}")
     low_bits = sum(widths[len(merge_on):]) if merge_on else 0
     starts = _run_starts(keys, scratch, low_bits) if merge_on else None
     if starts is None or starts.all():
@@ -104,6 +107,28 @@ def _order_packed(
         merged = np.bitwise_or.reduceat(actions, np.flatnonzero(starts))
         frame = frame.with_columns(pl.Series("actions", merged, dtype=schema["actions"]))
     return frame, dropped
+
+
+def value_ranges(values: pl.Series, parts: int) -> list[tuple[int, int]]:
+    """At most ``parts`` half-open ranges ``[a, b)`` of consecutive values that together cover
+    ``values`` with about equal row counts (all rows of one value in one range), in increasing order;
+    ``[]`` when ``values`` is not a small-range integer column without nulls or has a single value.
+
+    >>> value_ranges(pl.Series([3, 1, 2, 3, 1, 2, 2]), 2)
+    [(1, 3), (3, 4)]
+    """
+    if parts < 2 or not values.dtype.is_integer() or values.null_count() or values.len() == 0:
+        return []
+    lo, hi = int(values.min()), int(values.max())
+    if hi == lo or hi - lo > (1 << 24):
+        return []
+    # Counts from an evenly strided sample (of ~2**16 rows) are balanced enough and 100x cheaper.
+    sample = values.gather_every(max(1, values.len() >> 16)).to_numpy().astype(np.int64) - lo
+    cumulative = np.cumsum(np.bincount(sample, minlength=hi - lo + 1))
+    # Cut after the value where the running count first reaches each multiple of len / parts.
+    cuts = np.unique(np.searchsorted(cumulative, np.arange(1, parts) * sample.shape[0] / parts) + lo + 1)
+    bounds = [lo, *cuts[cuts <= hi].tolist(), hi + 1]
+    return list(zip(bounds, bounds[1:]))
 
 
 def _run_starts(keys: np.ndarray, scratch: np.ndarray | None = None, ignore_bits: int = 0) -> np.ndarray:

@@ -13,7 +13,9 @@ Events carry ``user, item, ts, split, actions`` (a bitmask over the manifest's `
 column per action, the dataset's context columns, and the item's categorical side features.
 
 How it scales: a log small enough for memory (``rows_per_bucket``) is read once into narrow columns and
-processed with numpy/polars kernels (no Python loop over rows). A larger log (KuaiRand-27K is ~46 GB) is
+processed with numpy/polars kernels (no Python loop over rows); stages that do not depend on each other
+(checks and id counts, the two remappings, ranges of days being ordered, the event and sequence tables)
+run on a small thread pool, since polars and numpy release the GIL. A larger log (KuaiRand-27K is ~46 GB) is
 streamed once into user buckets on disk, batch by batch, then each bucket is processed alone: peak memory
 depends on the bucket size and the vocabularies, not on the size of the log.
 """
@@ -33,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data import csvfile
-from recsys.data.events import order_events
+from recsys.data.events import order_events, value_ranges
 from recsys.data.kuairand import KuaiRandSource
 from recsys.data.manifest import BackgroundHashes, Manifest, SourceFile, stat_files, staged_folder
 from recsys.data.movielens import MovieLensSource
@@ -44,6 +46,8 @@ from recsys.data.tmall_rec import TmallRecSource
 from recsys.data.vocab import INDEX_DTYPE, Vocab, count_values
 
 DATASETS = ("tmall", "tmall-rec", "kuairand-pure", "kuairand-1k", "kuairand-27k", "movielens-100k", "movielens-1m")
+#: Buckets with fewer events are ordered on one thread: below it, cutting them costs more than it saves.
+PARALLEL_MIN_ROWS = 1 << 20
 TIE_RULE = (
     "events of a user are ordered by ts, then item index, then (Tmall) the action bits, then the remaining "
     "columns; Tmall has day resolution, and all actions of a user on an item in one day are one event"
@@ -118,12 +122,14 @@ def prepare(
             return old
 
     started = time.perf_counter()
-    # Hashing starts once the logs are read: it then overlaps the single-threaded numpy stages instead
-    # of competing with the multi-threaded CSV parser.
+    # Hashing starts once the logs are read: it then overlaps the numpy stages instead of competing with
+    # the multi-threaded CSV parser.
     hashes = BackgroundHashes(files, start=False)
     try:
         with staged_folder(out) as tmp:
-            manifest = _run(source, tmp, options, split, config, inputs, raw_root, log, hashes.start)
+            # Threads for independent stages that each leave a core idle (polars and numpy release the GIL).
+            with ThreadPoolExecutor(_threads(), thread_name_prefix="prepare") as pool:
+                manifest = _run(source, tmp, options, split, config, inputs, raw_root, log, hashes.start, pool)
             for f, digest in zip(manifest.inputs, hashes.result(), strict=True):
                 f.sha256 = digest
             manifest.extra["seconds"] = round(time.perf_counter() - started, 3)
@@ -149,6 +155,7 @@ def _run(
     raw_root: Path,
     log: Callable[[str], None],
     logs_read: Callable[[], None],
+    pool: ThreadPoolExecutor,
 ) -> Manifest:
     log_files = source.log_files()
     log_bytes = sum(p.stat().st_size for p in log_files)
@@ -157,9 +164,12 @@ def _run(
     uid, iid = source.user_column, source.item_column
 
     # 1. Read the logs once: into memory, or streamed into user buckets on disk.
+    checked = None
     if n_buckets == 1:
         raw = _collect(source.scan_logs(), source)
-        csvfile.validate(raw, source.checks, log_files, source.log_schema, null_values=source.null_values)
+        # Checked while the ids are counted below; the check's error, if any, is raised before counts are used.
+        checked = pool.submit(csvfile.validate, raw, source.checks, log_files, source.log_schema,
+                              null_values=source.null_values)
         rows_read = raw.height
         buckets: list[Callable[[], pl.DataFrame]] = [lambda r=raw: r]
         ids = raw.lazy()
@@ -175,7 +185,11 @@ def _run(
     log(f"read {rows_read:,} log rows from {len(log_files)} file(s) in {n_buckets} bucket(s)")
 
     # 2. Vocabularies of users and items (k-core filtered if asked), and the side tables.
-    user_counts, item_counts, log_items = _count_ids(ids, raw if n_buckets == 1 else None, uid, iid, side_cols)
+    try:
+        user_counts, item_counts, log_items = _count_ids(ids, raw if n_buckets == 1 else None, uid, iid, side_cols)
+    finally:
+        if checked is not None:
+            checked.result()  # a broken check is the error to report, whatever counting made of the rows
     if options.kcore:
         user_counts, item_counts = _kcore(ids.select(pl.col(uid).alias("user_id"), pl.col(iid).alias("item_id")),
                                           user_counts, item_counts, options.kcore)
@@ -194,46 +208,54 @@ def _run(
     split_counts = dict.fromkeys(SPLIT_NAMES, 0)
     days: dict[int, int] = {}
     columns: dict[str, dict[str, str]] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="sequences") as writer:
-        for b in range(len(buckets)):
-            frame = buckets[b]()
-            buckets[b] = _spent  # release the in-memory log as soon as it is loaded
-            frame = frame.with_columns(users.lookup(frame[uid]).alias("user"), items.lookup(frame[iid]).alias("item"))
-            frame = frame.drop(uid, iid, *side_cols)
-            if options.kcore:
-                before = frame.height
-                frame = frame.filter((pl.col("user") > 0) & (pl.col("item") > 0))
-                rows["kcore_removed"] += before - frame.height
-            events = source.normalize(frame)
-            del frame
-            if events.height == 0:  # every row of this bucket fell out of the k-core
-                continue
-            n_before = events.height
-            events, dropped = order_events(
-                events,
-                key=source.order_key,
-                drop_duplicates=options.drop_duplicates,
-                merge_on=source.merge_on,
-            )
-            rows["duplicates_dropped"] += dropped
-            rows["merged"] += n_before - dropped - events.height
-            events = source.finish_events(events)
-            events = events.with_columns(assign_date_split(pl.col("day"), split["train_end"], split["valid_end"]))
-            # The sequences are built and written on a second thread while this one writes the event table:
-            # both are polars/numpy work that releases the GIL, and each alone leaves a core idle.
-            sequences_written = writer.submit(_write_sequences, events, tmp / "sequences" / f"part-{b:05d}.parquet")
-            rows["events"] += events.height
-            for code, n in enumerate(np.bincount(events["split"].to_numpy(), minlength=len(SPLIT_NAMES))):
-                split_counts[SPLIT_NAMES[code]] += int(n)
-            day = events["day"].to_numpy()
-            first = int(day.min())
-            for offset in np.flatnonzero(per_day := np.bincount(day - first)):
-                days[first + int(offset)] = days.get(first + int(offset), 0) + int(per_day[offset])
-            schema = _write_events(events, tmp / "events" / f"part-{b:05d}.parquet", source.actions, item_table,
-                                   event_item_fields)
-            columns.setdefault("events", schema)
-            sequences_written.result()
-            del events
+    first_key = source.order_key[0]  # "day" for every source
+
+    def order_range(events: pl.DataFrame, bounds: tuple[int, int] | None) -> tuple[pl.DataFrame, int]:
+        """Order, dedup and merge the events whose first key is in ``[a, b)`` (all if ``None``); add ``ts``
+        and ``split``."""
+        if bounds is not None:
+            events = events.filter(pl.col(first_key).is_between(*bounds, closed="left"))
+        events, dropped = order_events(
+            events, key=source.order_key, drop_duplicates=options.drop_duplicates, merge_on=source.merge_on
+        )
+        events = source.finish_events(events)
+        return events.with_columns(assign_date_split(pl.col("day"), split["train_end"], split["valid_end"])), dropped
+
+    for b in range(len(buckets)):
+        frame = buckets[b]()
+        buckets[b] = _spent  # release the in-memory log as soon as it is loaded
+        user, item = pool.map(lambda vocab, col: vocab.lookup(frame[col]), (users, items), (uid, iid))
+        frame = frame.with_columns(user.alias("user"), item.alias("item"))
+        frame = frame.drop(uid, iid, *side_cols)
+        if options.kcore:
+            before = frame.height
+            frame = frame.filter((pl.col("user") > 0) & (pl.col("item") > 0))
+            rows["kcore_removed"] += before - frame.height
+        events = source.normalize(frame)
+        del frame
+        if events.height == 0:  # every row of this bucket fell out of the k-core
+            continue
+        n_before = events.height
+        # Rows with different first keys (days) never tie, duplicate or merge: large buckets are ordered as
+        # ranges of days on the pool's threads, each cutting out its own range, concatenated in day order.
+        ranges = value_ranges(events[first_key], _threads()) if events.height >= PARALLEL_MIN_ROWS else []
+        done = list(pool.map(lambda bounds, events=events: order_range(events, bounds), ranges or [None]))
+        events = pl.concat([part for part, _ in done], rechunk=False)
+        dropped = sum(n for _, n in done)
+        rows["duplicates_dropped"] += dropped
+        rows["merged"] += n_before - dropped - events.height
+        # The sequences are built and written on the pool while this thread writes the event table: both
+        # are polars/numpy work that releases the GIL, and each alone leaves a core idle.
+        sequences_written = pool.submit(_write_sequences, events, tmp / "sequences" / f"part-{b:05d}.parquet")
+        rows["events"] += events.height
+        for d, code, n in events.group_by("day", "split").len().iter_rows():  # a split is a range of days
+            split_counts[SPLIT_NAMES[code]] += n
+            days[d] = days.get(d, 0) + n
+        schema = _write_events(events, tmp / "events" / f"part-{b:05d}.parquet", source.actions, item_table,
+                               event_item_fields)
+        columns.setdefault("events", schema)
+        sequences_written.result()
+        del events
     shutil.rmtree(tmp / "_stage", ignore_errors=True)
 
     # 4. Side tables and vocabularies.
@@ -259,6 +281,11 @@ def _run(
         tie_rule=TIE_RULE,
         extra={"buckets": len(buckets), "utc_offset_hours": source.utc_offset_hours},
     )
+
+
+def _threads() -> int:
+    """Threads of prepare's own pool: as many as polars uses, and at least two."""
+    return max(2, pl.thread_pool_size())
 
 
 def _spent() -> pl.DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from recsys.data.events import order_events
+from recsys.data.events import order_events, value_ranges
 
 
 def random_events(n: int, seed: int, *, wide: bool = False) -> pl.DataFrame:
@@ -90,3 +90,22 @@ def test_packed_dedup_and_merge_match_a_group_by():
         assert "prefix" in str(e)
     else:
         raise AssertionError("a merge_on that is not a prefix of the key must be refused")
+
+
+def test_value_ranges_cut_the_first_key_into_independently_ordered_parts():
+    """Ordering each range of days alone and concatenating gives the order of the whole frame."""
+    frame = random_events(4000, seed=5)
+    key, merge_on = ["day", "user", "item", "actions"], ["day", "user", "item"]
+    frame = frame.select(key)
+    whole, dropped = order_events(frame, key=key, merge_on=merge_on)
+    for parts in (2, 3):
+        ranges = value_ranges(frame["day"], parts)
+        assert len(ranges) == parts and ranges[0][0] == frame["day"].min() and ranges[-1][1] == frame["day"].max() + 1
+        assert all(a < b == c for (a, b), (c, _) in zip(ranges, ranges[1:]))
+        sizes = [frame.filter(pl.col("day").is_between(a, b, closed="left")).height for a, b in ranges]
+        assert max(sizes) < 2 * frame.height / parts  # about equal (4 days, about 1,100 rows each)
+        done = [order_events(frame.filter(pl.col("day").is_between(a, b, closed="left")), key=key, merge_on=merge_on)
+                for a, b in ranges]
+        assert pl.concat([f for f, _ in done]).equals(whole) and sum(n for _, n in done) == dropped
+    assert value_ranges(frame["day"], 9) == [(d, d + 1) for d in range(20220401, 20220405)]  # one value each at most
+    assert value_ranges(pl.Series([7, 7, 7]), 2) == [] and value_ranges(pl.Series([1, None, 2]), 2) == []

@@ -165,6 +165,28 @@ def test_bucketed_streaming_equals_in_memory(dataset, request, tmp_path):
     assert m.rows == Manifest.read(whole).rows and m.vocab_sizes == Manifest.read(whole).vocab_sizes
 
 
+@pytest.mark.parametrize("dataset", ["kuairand", "tmall"])
+def test_ordering_ranges_of_days_on_threads_equals_one_thread(dataset, request, tmp_path, monkeypatch):
+    """Large buckets are ordered as ranges of days on a thread pool; the fixtures are small, so the
+    threshold is lowered to take that path and the output must equal the single-range one."""
+    import recsys.data.prepare as prepare_module
+
+    raw = request.getfixturevalue(f"raw_{dataset}")
+    name = "kuairand-pure" if dataset == "kuairand" else "tmall"
+    whole = request.getfixturevalue(f"prepared_{dataset}")
+    cut: list[int] = []
+    ranges = prepare_module.value_ranges
+    monkeypatch.setattr(prepare_module, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(prepare_module, "_threads", lambda: 3)
+    monkeypatch.setattr(prepare_module, "value_ranges", lambda v, n: cut.append(n) or ranges(v, n))
+    m = prepare(make_source(name, raw), tmp_path / "t", log=quiet)
+    assert cut == [3] and len(ranges(events(whole)["day"], 3)) == 3
+    assert events(tmp_path / "t").equals(events(whole))
+    assert sequences(tmp_path / "t").equals(sequences(whole))
+    assert m.rows == Manifest.read(whole).rows and m.split == Manifest.read(whole).split
+    assert m.days == Manifest.read(whole).days
+
+
 def test_output_does_not_depend_on_raw_row_order(raw_tmall, prepared_tmall, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(raw_tmall, raw)
