@@ -15,7 +15,8 @@ ranks the full catalogue. ``--data periodic`` makes the topic come back every 10
 scale), "gated fusion" learns per-stream gains from zero, "daily ages" buckets event ages by day.
 ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
 
-    .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--variants ...]
+    .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--users 300]
+        [--variants ...]
 """
 
 from __future__ import annotations
@@ -115,9 +116,11 @@ def main() -> None:
     parser.add_argument("--train-targets", choices=["latest", "spread"], default="latest",
                         help="the training targets per user: the latest ones, or spread over the period")
     parser.add_argument("--train-per-user", type=int, default=40, help="training targets per user")
+    parser.add_argument("--users", type=int, default=300, help="users of the synthetic release (default 300)")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (exact, or prefixes of names) to run")
     args = parser.parse_args()
-    prepared, manifest = demo_dataset(args.out, log=print, **(PERIODIC if args.data == "periodic" else DATA))
+    prepared, manifest = demo_dataset(args.out, log=print, **{**(PERIODIC if args.data == "periodic" else DATA),
+                                                              "users": args.users})
     dm = data_module(prepared, 0)
     dm.setup()
     sids = SemanticIds.load(dm.semantic_ids_path)
@@ -126,7 +129,7 @@ def main() -> None:
     started = time.perf_counter()
     # checkpoints and reports of other recipes go to their own folders (gems_returning.py --tag SETTING)
     setting = (f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}"
-               f"{'' if args.epochs == 3 else f'-e{args.epochs}'}")
+               f"{'' if args.epochs == 3 else f'-e{args.epochs}'}{'' if args.users == 300 else f'-u{args.users}'}")
     for seed in args.seeds:
         tag = f"{setting}-{seed}"
         for name, streams in VARIANTS.items():

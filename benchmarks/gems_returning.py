@@ -55,10 +55,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_work" / "gems_det")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tag", default="periodic-spread", help="checkpoint folder tag (without the seed)")
+    parser.add_argument("--users", type=int, default=PERIODIC["users"], help="gems_results.py's --users")
     args = parser.parse_args()
-    prepared, _ = demo_dataset(args.work, log=print, **PERIODIC)  # gems_results.py's release (already there)
-    overrides = {k: v for k, v in PERIODIC.items() if k not in ("dataset", "users", "items")}
-    truth = kuairand_truth(make_config(PERIODIC["dataset"], PERIODIC["users"], PERIODIC["items"], None, 0, **overrides))
+    data = {**PERIODIC, "users": args.users}
+    prepared, _ = demo_dataset(args.work, log=print, **data)  # gems_results.py's release (already there)
+    overrides = {k: v for k, v in data.items() if k not in ("dataset", "users", "items")}
+    truth = kuairand_truth(make_config(data["dataset"], data["users"], data["items"], None, 0, **overrides))
     item_raw = Vocab.read(prepared / "vocab", "item").raw.to_numpy()
     user_raw = Vocab.read(prepared / "vocab", "user").raw.to_numpy()
 

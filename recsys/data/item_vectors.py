@@ -29,8 +29,11 @@ def item_vectors(users: np.ndarray, items: np.ndarray, *, num_users: int, num_it
                  seed: int = 0) -> torch.Tensor:
     """``[num_items, dim]`` SVD item factors of the (user, item) pairs given (duplicates count)."""
     index = torch.from_numpy(np.stack([users.astype(np.int64), items.astype(np.int64)]))
-    matrix = torch.sparse_coo_tensor(index, torch.ones(users.shape[0]), (num_users, num_items)).coalesce()
-    matrix = torch.sparse_coo_tensor(matrix.indices(), torch.log1p(matrix.values()), matrix.shape)
+    # Indices are checked (in range, non-negative) when the tensor is built: a bad id fails here, not in the SVD.
+    matrix = torch.sparse_coo_tensor(index, torch.ones(users.shape[0]), (num_users, num_items),
+                                     check_invariants=True).coalesce()
+    matrix = torch.sparse_coo_tensor(matrix.indices(), torch.log1p(matrix.values()), matrix.shape,
+                                     check_invariants=False)  # the indices of a coalesced tensor: valid
     q = min(dim, min(num_users, num_items) - 1)
     with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global RNG: leave it as it was
         torch.manual_seed(seed)
