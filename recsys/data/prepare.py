@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,7 @@ def _run(
         # Rows with different first keys (days) never tie, duplicate or merge: large buckets are ordered as
         # ranges of days on the pool's threads, each cutting out its own range, concatenated in day order.
         ranges = value_ranges(events[first_key], _threads()) if events.height >= PARALLEL_MIN_ROWS else []
-        done = list(pool.map(lambda bounds, events=events: order_range(events, bounds), ranges or [None]))
+        done = list(pool.map(partial(order_range, events), ranges or [None]))
         events = pl.concat([part for part, _ in done], rechunk=False)
         dropped = sum(n for _, n in done)
         rows["duplicates_dropped"] += dropped
