@@ -50,6 +50,22 @@ def ranks(module: GEMsModule, dm, stage: int) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def target_groups(dm, truth, item_raw: np.ndarray, user_raw: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks over the test samples (in order): returning unseen / returning seen / other / all."""
+    test = dm.samples("test")
+    target_item = item_raw[dm._seq.item[test.targets].astype(np.int64) - 1]
+    user = user_raw[dm._seq.users[test.owner].astype(np.int64) - 1]
+    dormant = truth.dormant_topic[user]
+    returning = truth.item_topic[target_item] == dormant
+    seen = np.zeros_like(returning)
+    for j, (t, o) in enumerate(zip(test.targets, test.owner)):
+        lo = max(int(dm._seq.offsets[o]), int(t) - dm.hparams.recent)
+        window = item_raw[dm._seq.item[lo:t].astype(np.int64) - 1]
+        seen[j] = bool((truth.item_topic[window] == dormant[j]).any())
+    return {"returning, unseen": returning & ~seen, "returning, seen": returning & seen,
+            "other": ~returning, "all": np.ones_like(returning)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "_work" / "gems_det")
@@ -69,18 +85,7 @@ def main() -> None:
     for seed in args.seeds:
         dm = data_module(prepared, seed, "spread")
         dm.setup()
-        test = dm.samples("test")
-        target_item = item_raw[dm._seq.item[test.targets].astype(np.int64) - 1]
-        user = user_raw[dm._seq.users[test.owner].astype(np.int64) - 1]
-        dormant = truth.dormant_topic[user]
-        returning = truth.item_topic[target_item] == dormant
-        seen = np.zeros_like(returning)
-        for j, (t, o) in enumerate(zip(test.targets, test.owner)):
-            lo = max(int(dm._seq.offsets[o]), int(t) - dm.hparams.recent)
-            window = item_raw[dm._seq.item[lo:t].astype(np.int64) - 1]
-            seen[j] = bool((truth.item_topic[window] == dormant[j]).any())
-        groups = {"returning, unseen": returning & ~seen, "returning, seen": returning & seen,
-                  "other": ~returning, "all": np.ones_like(returning)}
+        groups = target_groups(dm, truth, item_raw, user_raw)
         shares.append({g: float(m.mean()) for g, m in groups.items()})
         for variant in VARIANTS:
             path = args.work / "ckpt" / variant / f"{args.tag}-{seed}" / "best.ckpt"

@@ -359,6 +359,7 @@ def test_kuairand_drift_and_dormant_topic(pure):
     days = rep.config.days
     u, i = std["user_id"].to_numpy(), std["video_id"].to_numpy()
     d = truth.day_index(std["date"].to_numpy())
+    assert np.array_equal(truth.day_of_time_ms(std["time_ms"].to_numpy()), d)  # the log's time_ms is in its date
     # drift: day-t items match the day-t interest better than the interest of a far-away day
     far = np.where(d >= days // 2, 0, days - 1)
     same, other = truth.affinity(u, i, d).mean(), truth.affinity(u, i, far).mean()

@@ -822,6 +822,10 @@ class KuaiRandTruth:
         """Day index of yyyymmdd dates."""
         return np.searchsorted(self.dates, np.asarray(dates))
 
+    def day_of_time_ms(self, time_ms: np.ndarray) -> np.ndarray:
+        """Day index of the log's ``time_ms`` values (days start at midnight UTC+8, as the log writes them)."""
+        return np.searchsorted(_day_start_ms(self.dates), np.asarray(time_ms), side="right") - 1
+
 
 def kuairand_truth(cfg: KuaiRandSynthConfig) -> KuaiRandTruth:
     """Recompute the planted ground truth of ``cfg`` (no logs are generated)."""
