@@ -40,8 +40,12 @@ def trained_gems(folder: Path) -> tuple[SimpleNamespace, int, int, torch.Tensor]
     """The slim checkpoint (``gems.pt``: hyperparameters + model weights), its SIDs and item -> author map."""
     raw = torch.load(folder / "gems.pt", map_location="cpu", weights_only=True)
     sids = SemanticIds.load(folder / "semantic_ids")
-    gems = GEMs(GEMsConfig.from_hparams(raw["hyper_parameters"], sids.codebook_sizes))
-    gems.load_state_dict(raw["state_dict"])
+    state = raw["state_dict"]
+    names = [k.removeprefix("events.attr_") for k in state if k.startswith("events.attr_")]
+    attributes = {n: (state[f"events.attribute_tables.{n}.weight"].shape[0], state[f"events.attr_{n}"].shape[1])
+                  for n in names}
+    gems = GEMs(GEMsConfig.from_hparams(raw["hyper_parameters"], sids.codebook_sizes, attributes))
+    gems.load_state_dict(state)
     author = load_file(str(folder / "item_author.safetensors"))["author"]
     return SimpleNamespace(model=gems.eval(), semantic_ids=sids), raw["recent"], raw["mid"], author
 

@@ -77,10 +77,12 @@ def data_module(prepared: Path, seed: int, train_targets: str = "latest", per_us
 
 
 def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path,
-             train_targets: str = "latest", per_user: int = 40, **options) -> dict[str, float]:
+             train_targets: str = "latest", per_user: int = 40, attributes: bool = False,
+             **options) -> dict[str, float]:
     L.seed_everything(seed, verbose=False)
     dm = data_module(prepared, seed, train_targets, per_user)
-    model = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, dim=64, heads=4, layers=2, encoder_layers=2,
+    model = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities,
+                       item_attributes=dm.item_attributes_path if attributes else None, dim=64, heads=4, layers=2, encoder_layers=2,
                        streams=streams, recent=32, top_k=32, summary_tokens=8, stage_epochs=[1, 1],
                        beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02, **options)
     ckpt = ModelCheckpoint(dirpath=work, monitor="val/recall@10", mode="max", filename="best")
@@ -117,6 +119,8 @@ def main() -> None:
                         help="the training targets per user: the latest ones, or spread over the period")
     parser.add_argument("--train-per-user", type=int, default=40, help="training targets per user")
     parser.add_argument("--users", type=int, default=300, help="users of the synthetic release (default 300)")
+    parser.add_argument("--attributes", action="store_true",
+                        help="every event also embeds its item's tags and video duration (checkpoint tag suffix -attr)")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (exact, or prefixes of names) to run")
     args = parser.parse_args()
     prepared, manifest = demo_dataset(args.out, log=print, **{**(PERIODIC if args.data == "periodic" else DATA),
@@ -129,14 +133,15 @@ def main() -> None:
     started = time.perf_counter()
     # checkpoints and reports of other recipes go to their own folders (gems_returning.py --tag SETTING)
     setting = (f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}"
-               f"{'' if args.epochs == 3 else f'-e{args.epochs}'}{'' if args.users == 300 else f'-u{args.users}'}")
+               f"{'' if args.epochs == 3 else f'-e{args.epochs}'}{'' if args.users == 300 else f'-u{args.users}'}"
+               f"{'-attr' if args.attributes else ''}")
     for seed in args.seeds:
         tag = f"{setting}-{seed}"
         for name, streams in VARIANTS.items():
             if not any(name == v or (v not in VARIANTS and name.startswith(v)) for v in args.variants):
                 continue
             r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
-                         args.train_per_user, **OPTIONS.get(name, {}))
+                         args.train_per_user, args.attributes, **OPTIONS.get(name, {}))
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:

@@ -30,6 +30,7 @@ LINKS = {
     "spec": "spec_dict",
     "num_items": "num_items",
     "semantic_ids": "semantic_ids_path",
+    "item_attributes": "item_attributes_path",
 }
 
 

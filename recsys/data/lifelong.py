@@ -14,6 +14,10 @@ before the target, for time embeddings)::
     features["recent_author"] their authors (aligned), and ages / actions as dense values aligned too
     features["mid"], ["life"] the same for the mid-term and lifecycle streams
 
+The item's other per-event features of the paper's list (tags, video duration; PAPERS.md §2.2) are item
+attributes: :func:`item_attributes` tabulates them once per dataset (``item_attributes_path``) and the
+model looks them up from the item ids, so batches and serving inputs stay item + author.
+
 Training samples are every positive event of the training period (``max_train_per_user`` caps them per
 user, keeping the latest); validation / test samples are the first ``eval_per_user`` positives of each
 user in that period. Streams never include the target or anything after it.
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import polars as pl
 import torch
 from torch.utils.data import Dataset
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -42,6 +47,66 @@ from recsys.data.splits import TEST, TRAIN, VALID
 
 STREAMS = ("recent", "mid", "life")
 MS_PER_HOUR = 3_600_000
+#: An item's first tags kept as attributes (KuaiRand videos have 1-3).
+MAX_TAGS = 3
+#: Upper edges (seconds) of the video-duration buckets: doubling widths from 2 s to 17 min.
+DURATION_EDGES_S = tuple(2**k for k in range(1, 11))
+
+
+def item_attributes(dataset: PreparedDataset) -> dict[str, tuple[np.ndarray, int]]:
+    """The items' attributes GEMs embeds with every event: ``{name: (ids [num_items, slots], cardinality)}``,
+    row = the item's vocabulary index, 0 = none (padding item, missing value, unused tag slot).
+
+    * ``tags``: the item's first :data:`MAX_TAGS` tags (vocabulary indices), where the data has tags;
+    * ``duration``: 1 + the log2 bucket of ``video_duration`` (ms) in seconds (:data:`DURATION_EDGES_S`).
+
+    >>> import polars as pl
+    >>> items = pl.DataFrame({"tags": [[], [3], [5, 2, 7, 1]], "video_duration": [None, 1500.0, 40000.0]})
+    >>> ids, _ = _item_attribute_table(items, {"tags": 8})["tags"]
+    >>> ids.tolist()
+    [[0, 0, 0], [3, 0, 0], [5, 2, 7]]
+    >>> _item_attribute_table(items, {})["duration"][0].ravel().tolist()   # 1.5 s -> bucket 1, 40 s -> 6
+    [0, 1, 6]
+    """
+    return _item_attribute_table(dataset.items(), dataset.manifest.vocab_sizes)
+
+
+def read_item_attributes(path: str | Path) -> dict[str, tuple[torch.Tensor, int]]:
+    """``{name: (ids [num_items, slots], cardinality)}`` from a file :attr:`LifelongDataModule.item_attributes_path`
+    wrote (safetensors: no pickle)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no item attributes file (LifelongDataModule.item_attributes_path writes it)")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        out = {}
+        for name in f.keys():
+            if name not in meta:
+                raise ValueError(f"{path}: attribute {name!r} has no cardinality in the file's metadata")
+            out[name] = (f.get_tensor(name).long(), int(meta[name]))
+    return out
+
+
+def _item_attribute_table(items, vocab_sizes: dict[str, int]) -> dict[str, tuple[np.ndarray, int]]:
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    if "tags" in items.columns and "tags" in vocab_sizes:
+        lists = items["tags"].list.head(MAX_TAGS)
+        lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        values = lists.explode().drop_nulls().to_numpy().astype(np.int64)
+        ids = np.zeros((len(items), MAX_TAGS), dtype=np.int64)
+        rows = np.repeat(np.arange(len(items)), lengths)
+        slots = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ids[rows, slots] = values
+        out["tags"] = (ids, int(vocab_sizes["tags"]))
+    if "video_duration" in items.columns:
+        seconds = items["video_duration"].cast(pl.Float64).to_numpy() / 1000.0
+        known = np.isfinite(seconds) & (seconds > 0)
+        bucket = np.where(known, 1 + np.searchsorted(np.asarray(DURATION_EDGES_S, float), np.where(known, seconds, 0),
+                                                     side="right"), 0)
+        out["duration"] = (bucket.astype(np.int64)[:, None], len(DURATION_EDGES_S) + 2)
+    return out
 
 
 @dataclass
@@ -191,6 +256,25 @@ class LifelongDataModule(BatchedDataModule):
             items = self.dataset.items()
             if "author" in items.columns:
                 self._author = items["author"].to_numpy().astype(np.int64)
+
+    @property
+    def item_attributes_path(self) -> str | None:
+        """A safetensors file of the items' attributes (:func:`item_attributes`; one tensor per attribute,
+        its cardinality in the metadata), built once under ``<prepared>/derived/``; ``None`` when the
+        dataset's items have none (what GEMs models link to)."""
+        attrs = item_attributes(self.dataset)
+        if not attrs:
+            return None
+        from safetensors.torch import save_file
+
+        path = self.dataset.path / "derived" / "item-attributes-v1.safetensors"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            save_file({k: torch.from_numpy(ids) for k, (ids, _) in attrs.items()}, str(tmp),
+                      metadata={k: str(card) for k, (_, card) in attrs.items()})
+            os.replace(tmp, path)  # complete or absent (ranks of one job write the same bytes)
+        return str(path)
 
     @property
     def semantic_ids_path(self) -> str:

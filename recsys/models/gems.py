@@ -6,8 +6,10 @@ The paper's text is not public; this follows the abstract and a detailed public 
 DeepSeek-V3.2's lightning indexer for the mid-term stream and VISTA's quasi-linear attention for the
 lifecycle stream. Where we had to choose, the docstrings say so (reconstruction).
 
-* **Recent stream** (Sec. 3.2 [S]): per-event features (item, author, action bits, age) embedded and
-  summed, then a pre-norm self-attention encoder with positions counted from the newest event.
+* **Recent stream** (Sec. 3.2 [S]): per-event features (item, author, the item's tags and video duration
+  where the data has them, action bits, age) embedded and summed, then a pre-norm self-attention encoder
+  with positions counted from the newest event. (The paper concatenates them and projects with an MLP;
+  a sum of embeddings is the same linear map before the encoder. Play duration per event is not read yet.)
 * **Mid-term stream** (Sec. 3.3 [S]): the events' embeddings are the keys and values of a per-layer
   cross-attention. A lightweight **indexer** (``indexer_heads`` heads of ``indexer_dim``, ReLU scores
   ``I_{t,s} = sum_h w_{t,h} ReLU(q_{t,h} . k_s)``, DeepSeek-V3.2's DSA) selects the top-``top_k`` keys per
@@ -76,6 +78,9 @@ class GEMsConfig:
     summary_tokens: int = 8
     num_actions: int = 8
     cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
+    #: Item attributes embedded with every event: ``{name: (cardinality, slots)}``, e.g. ``tags`` (3 slots)
+    #: and ``duration`` (1), :func:`recsys.data.lifelong.item_attributes`; the per-item ids are buffers.
+    attributes: dict[str, tuple[int, int]] = field(default_factory=dict)
     dropout: float = 0.1
     #: How the streams' updates combine: ``"sum"`` (the paper's parameter-free fusion), ``"mean"`` (the
     #: same divided by the number of streams; an ablation of the fusion's scale, still parameter-free) or
@@ -92,9 +97,11 @@ class GEMsConfig:
             raise ValueError(f"age_buckets must be one of {sorted(AGE_EDGES)}, got {self.age_buckets!r}")
 
     @classmethod
-    def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int]) -> GEMsConfig:
+    def from_hparams(cls, hparams: dict, codebook_sizes: Sequence[int],
+                     attributes: dict[str, tuple[int, int]] | None = None) -> GEMsConfig:
         """The config a :class:`~recsys.models.gems_module.GEMsModule` with these hyperparameters builds
-        (what its checkpoints save), so that a checkpoint can be rebuilt without Lightning."""
+        (what its checkpoints save), so that a checkpoint can be rebuilt without Lightning; ``attributes``
+        as read from the module's ``item_attributes`` file."""
         cards = dict(hparams["cardinalities"])
         streams = tuple(hparams.get("streams", STREAMS))
         names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
@@ -102,14 +109,18 @@ class GEMsConfig:
         return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
                    codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
                    cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
+                   attributes=dict(attributes or {}),
                    **{k: hparams[k] for k in names if k in hparams})
 
 
 class EventEmbedding(nn.Module):
-    """An event = item + author (if any) + its action bits (a sum of bit embeddings) + its age bucket.
+    """An event = item + author (if any) + the item's attributes (if any) + its action bits (a sum of bit
+    embeddings) + its age bucket.
 
     Items and authors of all three streams share one torchrec table each (``recent``, ``mid``, ``life``
-    read ``item``; ``*_author`` read ``author``)."""
+    read ``item``; ``*_author`` read ``author``). Attributes are looked up from the item ids: buffer
+    ``attr_<name> [num_items, slots]`` of attribute ids (0 = none), each slot's embedding summed, e.g. an
+    item with tags ``[5, 2, 0]`` adds ``tags[5] + tags[2]``."""
 
     def __init__(self, config: GEMsConfig) -> None:
         super().__init__()
@@ -121,12 +132,28 @@ class EventEmbedding(nn.Module):
         self.age = nn.Embedding(len(edges) + 1, config.dim)
         self.register_buffer("edges", torch.tensor(edges, dtype=torch.float32), persistent=False)
         self.norm = nn.LayerNorm(config.dim)
+        self.attribute_tables = nn.ModuleDict()
+        for name, (cardinality, slots) in config.attributes.items():
+            self.register_buffer(f"attr_{name}", torch.zeros(config.num_items, slots, dtype=torch.long))
+            self.attribute_tables[name] = nn.Embedding(cardinality, config.dim, padding_idx=0)
 
-    def forward(self, embedded: dict, stream: str, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
-        """``[N, d]`` events of ``stream`` from the embedded KJT (see :class:`SparseFeatures`)."""
+    def attributes(self, items: torch.Tensor) -> torch.Tensor | None:
+        """The summed attribute embeddings ``[..., d]`` of item ids ``[...]`` (``None`` without attributes)."""
+        out = None
+        for name, table in self.attribute_tables.items():
+            x = table(getattr(self, f"attr_{name}")[items]).sum(-2)
+            out = x if out is None else out + x
+        return out
+
+    def forward(self, embedded: dict, stream: str, actions: torch.Tensor, ages: torch.Tensor,
+                items: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, d]`` events of ``stream`` from the embedded KJT (see :class:`SparseFeatures`); ``items``
+        ``[N]``, the stream's item ids, for the attributes."""
         x = embedded[stream].values()
         if f"{stream}_author" in embedded:
             x = x + embedded[f"{stream}_author"].values()
+        if items is not None and len(self.attribute_tables):
+            x = x + self.attributes(items)
         return self.combine(x, actions, ages)
 
     def combine(self, x: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
@@ -300,11 +327,15 @@ class DecoderBlock(nn.Module):
 
 
 class GEMs(nn.Module):
-    def __init__(self, config: GEMsConfig) -> None:
+    def __init__(self, config: GEMsConfig, attributes: dict[str, torch.Tensor] | None = None) -> None:
+        """``attributes``: the items' attribute ids ``{name: [num_items, slots]}`` (``config.attributes``
+        gives their shapes; without them the buffers start at zero, as before loading a state dict)."""
         super().__init__()
         self.config = config
         d = config.dim
         self.events = EventEmbedding(config)
+        for name, ids in (attributes or {}).items():
+            getattr(self.events, f"attr_{name}").copy_(ids)
         if "recent" in config.streams:
             self.recent_pos = nn.Parameter(torch.randn(config.recent, d) * 0.02)
             self.recent_encoder = nn.ModuleList(
@@ -337,7 +368,7 @@ class GEMs(nn.Module):
                 summaries = self.summarizer.summaries(*lifecycle)
                 out[name] = {"memory": summaries, "mask": (lifecycle[1] > 0)[:, None].expand(-1, summaries.shape[1])}
                 continue
-            events = self.events(embedded, name, actions[name], ages[name])
+            events = self.events(embedded, name, actions[name], ages[name], items=features[name].values())
             offsets = embedded[name].offsets()
             lengths = offsets[1:] - offsets[:-1]
             if name == "life":

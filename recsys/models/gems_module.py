@@ -19,7 +19,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from recsys.data.lifelong import STREAMS, LifelongBatch
+from recsys.data.lifelong import STREAMS, LifelongBatch, read_item_attributes
 from recsys.metrics.ranking import metrics_from_rank
 from recsys.models.beam_search import constrained_beam_search
 from recsys.models.gems import GEMs, GEMsConfig
@@ -62,6 +62,8 @@ class GEMsModule(L.LightningModule):
     Args:
         semantic_ids: folder of saved :class:`SemanticIds` (the data module builds and links them).
         cardinalities: vocabulary sizes of the batch's sparse keys (linked from the data module).
+        item_attributes: file of the items' attributes embedded with every event (tags, video duration;
+            linked from the data module's ``item_attributes_path``); ``None``: item and author only.
         streams: the streams used (ablations: drop ``"life"`` or ``"mid"``; ``["recent"]`` alone is the
             TIGER-style recent-only baseline).
         fusion: ``"sum"`` of the streams' updates (the paper's parameter-free fusion), their ``"mean"``
@@ -77,6 +79,7 @@ class GEMsModule(L.LightningModule):
         self,
         semantic_ids: str,
         cardinalities: dict[str, int],
+        item_attributes: str | None = None,
         dim: int = 64,
         heads: int = 4,
         layers: int = 2,
@@ -106,7 +109,10 @@ class GEMsModule(L.LightningModule):
         self.register_buffer("sid_codes", self.semantic_ids.codes.clone(), persistent=False)
         self.codebook_sizes = tuple(int(c) for c in self.semantic_ids.codebook_sizes)
         self.trie = self.semantic_ids.trie()
-        self.model = GEMs(GEMsConfig.from_hparams(dict(self.hparams), self.codebook_sizes))
+        attributes = read_item_attributes(item_attributes) if item_attributes else {}
+        config = GEMsConfig.from_hparams(dict(self.hparams), self.codebook_sizes,
+                                         {k: (card, ids.shape[1]) for k, (ids, card) in attributes.items()})
+        self.model = GEMs(config, {k: ids for k, (ids, _) in attributes.items()})
         self.val_metrics, self.test_metrics = SumMetric(), SumMetric()
         self.checkpoint_epoch: int | None = None  # the epoch a loaded checkpoint was written in
 

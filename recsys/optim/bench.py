@@ -131,7 +131,7 @@ def _gems() -> BenchModel:
     return BenchModel(
         data=lambda path, seed, eval_per_user: LifelongDataModule(path, recent=64, mid=1024, max_train_per_user=200,
                                                                   eval_per_user=eval_per_user, seed=seed),
-        module=lambda dm: GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, beam_width=100, ks=[10, 50, 100]),
+        module=lambda dm: GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, item_attributes=dm.item_attributes_path, beam_width=100, ks=[10, 50, 100]),
         loss=lambda module, batch: module.loss(batch)[0],
         evaluate=_gems_eval,
         metrics=("recall@10", "ndcg@10", "recall@50", "recall@100"),

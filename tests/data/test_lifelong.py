@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from recsys.data.lifelong import LifelongDataModule
+from recsys.data.lifelong import DURATION_EDGES_S, MAX_TAGS, LifelongDataModule, read_item_attributes
 from recsys.data.retrieval import positive_sequences
 
 
@@ -56,3 +56,27 @@ def test_spread_training_targets_cover_the_training_period(prepared_lifelong):
         assert b.min() < a.min() and b.max() == a.max()  # from early on, up to the last training event
         gaps = np.diff(b)
         assert gaps.max() <= 2 * gaps.min() + 1  # evenly spaced
+
+
+def test_item_attributes_tabulate_tags_and_duration_once(prepared_lifelong):
+    """Row i of ``tags`` holds item i's first MAX_TAGS tag ids (0 = none), of ``duration`` its video's log2
+    bucket in seconds (0 = unknown); the file is written once and read back as it was computed."""
+    dm = LifelongDataModule(prepared_lifelong)
+    path = dm.item_attributes_path
+    attrs = read_item_attributes(path)
+    items = dm.dataset.items()
+    tags, n_tags = attrs["tags"]
+    assert tags.shape == (dm.num_items, MAX_TAGS) and n_tags == dm.dataset.manifest.vocab_sizes["tags"]
+    for i in (1, 2, dm.num_items // 2, dm.num_items - 1):
+        row = items["tags"][i]
+        listed = [] if row is None else row.to_list()[:MAX_TAGS]
+        assert tags[i].tolist() == [*listed, *[0] * (MAX_TAGS - len(listed))]
+    assert tags[0].tolist() == [0] * MAX_TAGS and int(tags.max()) < n_tags and bool((tags[1:, 0] > 0).any())
+    duration, n_dur = attrs["duration"]
+    seconds = items["video_duration"].to_numpy() / 1000
+    for i in range(1, 200):
+        want = 0 if not seconds[i] > 0 else 1 + int(np.searchsorted(DURATION_EDGES_S, seconds[i], side="right"))
+        assert int(duration[i, 0]) == want
+    assert n_dur == len(DURATION_EDGES_S) + 2 and int(duration.max()) < n_dur and int(duration[0, 0]) == 0
+    stamp = os.stat(path).st_mtime_ns
+    assert LifelongDataModule(prepared_lifelong).item_attributes_path == path and os.stat(path).st_mtime_ns == stamp

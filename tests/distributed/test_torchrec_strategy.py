@@ -50,7 +50,7 @@ def _setup(kind: str, data: str, batch: int) -> tuple[L.LightningModule, L.Light
     # GEMs trains its stages in turn: parameters of later stages get no gradient in stage 1
     dm = LifelongDataModule(data, recent=8, mid=32, max_train_per_user=8, batch_size=batch, eval_batch_size=8,
                             sid_levels=2, sid_codebook=16, seed=0)
-    return GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, dim=16, heads=2, layers=1, encoder_layers=1,
+    return GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, item_attributes=dm.item_attributes_path, dim=16, heads=2, layers=1, encoder_layers=1,
                       top_k=4, summary_tokens=3, beam_width=4, ks=[5], dropout=0.0, optimizer="adamw",
                       lr=1e-2), dm, {"sharding": {"item": "row_wise"}, "find_unused_parameters": True}
 

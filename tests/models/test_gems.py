@@ -23,6 +23,7 @@ def module(data, **kw):
     torch.manual_seed(0)
     defaults = dict(dim=16, heads=2, layers=2, encoder_layers=1, top_k=4, summary_tokens=3, beam_width=12,
                     ks=[5, 10], dropout=0.0)
+    defaults["item_attributes"] = dm.item_attributes_path
     return GEMsModule(path, dm.feature_cardinalities, **{**defaults, **kw})
 
 
@@ -232,6 +233,33 @@ def test_beam_search_scores_are_teacher_forced_log_probs(data):
     # teacher-forced sum of the same tokens' log-probabilities computed in one pass over each beam
     assert torch.allclose(scores.reshape(-1), lp.reshape(-1), atol=1e-4)
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
+
+
+def test_events_embed_their_items_tags_and_duration(data):
+    """With ``item_attributes`` an event adds the sum of its item's tag embeddings and its duration bucket's
+    embedding (ids looked up from the item); the ids are buffers that travel with the state dict."""
+    dm, _ = data
+    m = module(data).eval()
+    events = m.model.events
+    assert set(m.model.config.attributes) == {"tags", "duration"}
+    items = torch.arange(1, dm.num_items, 97)
+    tags, duration = events.attr_tags[items], events.attr_duration[items]
+    tables = events.attribute_tables
+    want = tables["tags"].weight[tags].sum(1) + tables["duration"].weight[duration[:, 0]]
+    want = want - tables["tags"].weight[0] * (tags == 0).sum(1, keepdim=True)  # padding adds 0
+    assert bool((tags > 0).any()) and torch.allclose(events.attributes(items), want, atol=1e-6)
+    batch = dm.samples("train").__getitems__(list(range(6)))
+    with torch.no_grad():
+        before = m.model.encode(batch.features, batch.ages, batch.actions)["mid"]["memory"]
+        rebuilt = GEMsModule(**m.hparams).eval()
+        rebuilt.model.events.attr_tags.zero_()
+        rebuilt.load_state_dict(m.state_dict())  # the buffers come back from the state dict
+        assert torch.equal(rebuilt.model.events.attr_tags, events.attr_tags)
+        events.attr_tags.zero_()
+        events.attr_duration.zero_()
+        after = m.model.encode(batch.features, batch.ages, batch.actions)["mid"]["memory"]
+    assert not torch.allclose(before, after)
+    assert "attr_tags" not in dict(module(data, item_attributes=None).model.events.named_buffers())
 
 
 def test_trains_evaluates_and_ablates(data, tmp_path):
