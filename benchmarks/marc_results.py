@@ -28,6 +28,7 @@ from recsys.data.prepare import PrepareOptions, make_source, prepare
 from recsys.data.synth import synthesize
 from recsys.distill.compress import autoencoder, pca
 from recsys.distill.marc import MARCConfig, save_codes, train_marc
+from recsys.data.splits import VALID
 from recsys.distill.marc_data import encode_dataset, main_label_of, training_pairs
 from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize, train_ctr
 
@@ -54,6 +55,8 @@ def main() -> None:
     ap.add_argument("--marc-epochs", type=int, default=8)
     ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/marc"))
     ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
+    ap.add_argument("--early-stopped", action="store_true",
+                    help="also MARC-32 trained with early stopping on the validation split's pairs (its own row)")
     ap.add_argument("--main-label", default=None,
                     help="the action to predict (default: the dataset's, MovieLens and KuaiRand like)")
     args = ap.parse_args()
@@ -93,6 +96,7 @@ def main() -> None:
 
         # 2. MARC vs baselines at d = 32
         pairs = training_pairs(data, label)
+        valid = training_pairs(data, label, VALID) if args.early_stopped else None
         runs = root / "results_rows.json"  # CTR runs done, by "method|seed": a rerun only does what is missing
         done = json.loads(runs.read_text()) if runs.exists() else {}
         results: dict[str, list[dict]] = {}
@@ -110,12 +114,15 @@ def main() -> None:
                 save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
                            {"method": "autoencoder", "layer": final, "seed": seed})
             files["final layer autoencoder-32"] = ae
-            for label_name, cfg in (("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32))),
-                                    ("MARC-32", MARCConfig(dim=32))):
+            variants = [("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32)), None, "mrl32"),
+                        ("MARC-32", MARCConfig(dim=32), None, "marc32")]
+            if valid is not None:
+                variants.append(("MARC-32, early-stopped on validation", MARCConfig(dim=32), valid, "marc32es"))
+            for label_name, cfg, held_out, stem in variants:
                 cfg.epochs, cfg.seed = args.marc_epochs, seed
-                path = vec / f"{label_name.split('-')[0].lower()}32-item-s{seed}.safetensors"
+                path = vec / f"{stem}-item-s{seed}.safetensors"
                 if not path.exists():
-                    model, history = train_marc(item_h, user_h, pairs, cfg)
+                    model, history = train_marc(item_h, user_h, pairs, cfg, valid=held_out)
                     save_codes(model.codes(item_h, user_h), path, {"method": label_name, "seed": seed,
                                                                    "history": history})
                 files[label_name] = path

@@ -407,6 +407,7 @@ def marc_train(
     user_side: Literal["id", "text"] = "id",
     finetune_layers: int = 0,
     epochs: int = 5,
+    early_stopping: bool = False,
     seed: int = 0,
     cache: Path | None = None,
     pooling: Literal["mean", "last"] = "mean",
@@ -428,6 +429,8 @@ def marc_train(
         user_side: users as learned ``id`` embeddings, or their compressed ``text`` representations.
         finetune_layers: fine-tune the encoder's last this many layers on the item texts (0: frozen, cached).
         epochs, seed: training.
+        early_stopping: keep the epoch whose proxy loss on the validation split's pairs is lowest (frozen
+            encoder only).
         cache: hidden-state cache folder (default: ``<out folder>/cache``).
         pooling, max_length: as in ``marc probe``.
         main_label: the label of the pairs (default: the dataset's).
@@ -454,7 +457,15 @@ def marc_train(
 
         encoder_net = TrainableEncoder(encoder_folder(encoder), item_texts(data), finetune_layers, pooling=pooling,
                                        max_length=max_length)
-    model, history = train_marc(item_h, user_h, training_pairs(data, label), config, item_encoder=encoder_net)
+    valid = None
+    if early_stopping:
+        if encoder_net is not None:
+            raise ValueError("early_stopping needs a frozen encoder (finetune_layers 0)")
+        from recsys.data.splits import VALID
+
+        valid = training_pairs(data, label, VALID)
+    model, history = train_marc(item_h, user_h, training_pairs(data, label), config, item_encoder=encoder_net,
+                                valid=valid)
     if encoder_net is not None:
         item_h = encoder_net.encode_all()
     save_codes(model.codes(item_h, user_h), out, {"method": "marc", "data": str(data), "encoder": str(encoder),

@@ -208,13 +208,20 @@ class MARC(nn.Module):
 
 
 def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-               config: MARCConfig, item_encoder: nn.Module | None = None) -> tuple[MARC, list[dict[str, float]]]:
+               config: MARCConfig, item_encoder: nn.Module | None = None,
+               valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               ) -> tuple[MARC, list[dict[str, float]]]:
     """Train MARC on ``pairs = (users [P], items [P], labels [P])`` (training split only) with frozen
     representations ``item_h [num_items, H]``, ``user_h [num_users, H']``; returns the model and per-epoch
     mean losses. ``item_encoder`` (a :class:`~recsys.distill.finetune.TrainableEncoder` over the item texts)
     computes the items' representations in every step instead, its trainable layers updated with
     ``finetune_lr``; ``item_h`` then only gives the standardization statistics (the encoder's final layer
-    before fine-tuning)."""
+    before fine-tuning).
+
+    ``valid``: held-out pairs (the validation split's): after every epoch their proxy loss is measured
+    (``valid_proxy`` in the history) and the model of the best epoch is returned (early stopping: the codes
+    are fitted to the training pairs' labels, which the CTR model then trains on again, so an overfitted
+    compressor hands it those labels' noise)."""
     torch.manual_seed(config.seed)
     model = MARC(item_h, user_h, config)
     groups = [{"params": list(model.parameters())}]
@@ -225,6 +232,7 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
     users, items, labels = pairs
     g = torch.Generator().manual_seed(config.seed)
     history = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     for epoch in range(config.epochs):
         order = torch.randperm(users.shape[0], generator=g)
         sums: dict[str, float] = {}
@@ -249,10 +257,37 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
         means = {k: v / max(steps, 1) for k, v in sums.items()}
+        if valid is not None and item_encoder is None:
+            means["valid_proxy"] = validation_proxy(model, item_h, user_h, valid, config)
+            if best is None or means["valid_proxy"] < best[0]:
+                best = (means["valid_proxy"], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(means)
         log.info("MARC epoch %d: %s (%.1f s)", epoch, {k: round(v, 4) for k, v in means.items()},
                  time.perf_counter() - started)
+    if best is not None:
+        model.load_state_dict(best[2])
+        history[best[1]]["best"] = 1.0
     return model.eval(), history
+
+
+@torch.no_grad()
+def validation_proxy(model: MARC, item_h: torch.Tensor, user_h: torch.Tensor,
+                     pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], config: MARCConfig) -> float:
+    """Mean proxy loss (the widest code's) of ``pairs``, in batches of the training batch size, eval mode."""
+    was_training = model.training
+    model.eval()
+    users, items, labels = pairs
+    total, count = 0.0, 0
+    for s in range(0, users.shape[0], config.batch_size):
+        u, i, y = users[s:s + config.batch_size], items[s:s + config.batch_size], labels[s:s + config.batch_size]
+        if u.shape[0] < 2:
+            continue
+        _, parts = model.loss(u, user_h[u].float(), item_h[i].float(), y.float())
+        key = f"proxy@{config.dim}"
+        if key in parts:
+            total, count = total + parts[key] * u.shape[0], count + u.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 def save_codes(codes: dict[str, torch.Tensor], path: Path, meta: dict) -> None:

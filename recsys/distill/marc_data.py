@@ -62,15 +62,17 @@ def main_label_of(data: str | Path, main_label: str | None = None) -> str:
     return main
 
 
-def training_pairs(data: str | Path, main_label: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_pairs(data: str | Path, main_label: str | None = None, split: int = TRAIN,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(users, items, labels)`` of the training split's chains (the CTR models' samples), the label
-    being whether the main action occurred (default: the dataset's, e.g. MovieLens ``like``)."""
+    being whether the main action occurred (default: the dataset's, e.g. MovieLens ``like``); ``split``:
+    another split's (``recsys.data.splits.VALID`` for MARC's early stopping)."""
     dm = ChainDataModule(str(data))
     dm.setup()
     chains = dm.tables.chains
     actions = dm.spec.actions
     main = main_label_of(data, main_label)
-    train = chains.split == TRAIN
+    train = chains.split == split
     labels = chains.occurred[train, actions.index(main)]
     return (torch.from_numpy(chains.user[train].astype(np.int64)), torch.from_numpy(chains.item[train].astype(np.int64)),
             torch.from_numpy(labels.astype(np.float32)))

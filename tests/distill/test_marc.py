@@ -99,3 +99,18 @@ def test_pca_and_autoencoder_keep_the_structure_despite_outlier_dimensions():
     assert _centroid_accuracy(codes, ti) > 0.6
     with pytest.raises(ValueError, match="PCA to 64 dims"):
         pca(item_h[:10], 64)
+
+
+def test_validation_pairs_keep_the_best_epoch():
+    """With held-out pairs MARC measures their proxy loss every epoch and returns the best epoch's model."""
+    from recsys.distill.marc import validation_proxy
+
+    item_h, user_h, (u, i, y), _, _ = _planted(seed=5, pairs=3000)
+    train, valid = (u[:1500], i[:1500], y[:1500]), (u[1500:], i[1500:], y[1500:])
+    config = MARCConfig(dim=8, epochs=12, lr=2e-2, user_side="text")
+    model, history = train_marc(item_h, user_h, train, config, valid=valid)
+    losses = [h["valid_proxy"] for h in history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert [h.get("best", 0.0) for h in history] == [1.0 if e == best else 0.0 for e in range(len(history))]
+    assert validation_proxy(model, item_h, user_h, valid, config) == pytest.approx(losses[best], rel=1e-5)
+    assert losses[best] < losses[0]

@@ -55,6 +55,11 @@ def test_marc_train_then_probe_and_gems_sids(movielens, tiny_bert, tmp_path, cap
     meta = json.loads(codes.with_suffix(".json").read_text())
     assert tables["item"].shape[1] == 8 and meta["layer"] == 2 and meta["main_label"] == "like"
     assert (tmp_path / "marc" / "cache" / "items" / "manifest.json").exists()
+    stopped = tmp_path / "marc" / "stopped.safetensors"
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(stopped),
+                 "--dim", "8", "--epochs", "2", "--early_stopping", "true"]) == 0
+    history = json.loads(stopped.with_suffix(".json").read_text())["history"]
+    assert all("valid_proxy" in h for h in history) and sum(h.get("best", 0) for h in history) == 1
     tuned = tmp_path / "marc" / "tuned.safetensors"
     assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(tuned),
                  "--dim", "8", "--epochs", "1", "--finetune_layers", "1"]) == 0
