@@ -72,13 +72,13 @@ def item_attributes(dataset: PreparedDataset) -> dict[str, tuple[np.ndarray, int
 
 
 def read_item_attributes(path: str | Path) -> dict[str, tuple[torch.Tensor, int]]:
-    """``{name: (ids [num_items, slots], cardinality)}`` from a file :attr:`LifelongDataModule.item_attributes_path`
-    wrote (safetensors: no pickle)."""
+    """``{name: (ids [num_items, slots], cardinality)}`` from the file that
+    :attr:`LifelongDataModule.item_attributes_path` wrote (safetensors: no pickle)."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no item attributes file (LifelongDataModule.item_attributes_path writes it)")
+        raise FileNotFoundError(f"{path}: no item attributes file (written by LifelongDataModule.item_attributes_path)")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         out = {}
@@ -262,18 +262,19 @@ class LifelongDataModule(BatchedDataModule):
         """A safetensors file of the items' attributes (:func:`item_attributes`; one tensor per attribute,
         its cardinality in the metadata), built once under ``<prepared>/derived/``; ``None`` when the
         dataset's items have none (what GEMs models link to)."""
+        path = self.dataset.path / "derived" / "item-attributes-v1.safetensors"
+        if path.exists():
+            return str(path)
         attrs = item_attributes(self.dataset)
         if not attrs:
             return None
         from safetensors.torch import save_file
 
-        path = self.dataset.path / "derived" / "item-attributes-v1.safetensors"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            save_file({k: torch.from_numpy(ids) for k, (ids, _) in attrs.items()}, str(tmp),
-                      metadata={k: str(card) for k, (_, card) in attrs.items()})
-            os.replace(tmp, path)  # complete or absent (ranks of one job write the same bytes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file({k: torch.from_numpy(ids) for k, (ids, _) in attrs.items()}, str(tmp),
+                  metadata={k: str(card) for k, (_, card) in attrs.items()})
+        os.replace(tmp, path)  # complete or absent (ranks of one job write the same bytes)
         return str(path)
 
     @property
