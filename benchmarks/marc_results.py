@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from recsys.data.prepare import PrepareOptions, make_source, prepare
+from recsys.data.splits import VALID
 from recsys.data.synth import synthesize
 from recsys.distill.compress import autoencoder, pca
 from recsys.distill.marc import MARCConfig, save_codes, train_marc
-from recsys.data.splits import VALID
 from recsys.distill.marc_data import encode_dataset, main_label_of, training_pairs
 from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize, train_ctr
 

@@ -277,13 +277,13 @@ def validation_proxy(model: MARC, item_h: torch.Tensor, user_h: torch.Tensor,
     was_training = model.training
     model.eval()
     users, items, labels = pairs
+    key = f"proxy@{config.dim}"
     total, count = 0.0, 0
     for s in range(0, users.shape[0], config.batch_size):
         u, i, y = users[s:s + config.batch_size], items[s:s + config.batch_size], labels[s:s + config.batch_size]
         if u.shape[0] < 2:
             continue
         _, parts = model.loss(u, user_h[u].float(), item_h[i].float(), y.float())
-        key = f"proxy@{config.dim}"
         if key in parts:
             total, count = total + parts[key] * u.shape[0], count + u.shape[0]
     model.train(was_training)

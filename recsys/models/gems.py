@@ -152,13 +152,16 @@ class EventEmbedding(nn.Module):
         x = embedded[stream].values()
         if f"{stream}_author" in embedded:
             x = x + embedded[f"{stream}_author"].values()
-        if items is not None and len(self.attribute_tables):
-            x = x + self.attributes(items)
-        return self.combine(x, actions, ages)
+        return self.combine(x, actions, ages, items)
 
-    def combine(self, x: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
-        """Item (+ author) embeddings ``[..., d]`` plus the action bits and the age bucket, normalized (any
-        leading shape: flat events here, padded windows in :mod:`recsys.quant.gems_serving`)."""
+    def combine(self, x: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor,
+                items: torch.Tensor | None = None) -> torch.Tensor:
+        """Item (+ author) embeddings ``[..., d]`` plus the items' attributes (given their ids ``items``), the
+        action bits and the age bucket, normalized (any leading shape: flat events here, padded windows in
+        :mod:`recsys.quant.gems_serving`)."""
+        attributes = None if items is None else self.attributes(items)
+        if attributes is not None:
+            x = x + attributes
         bits = ((actions[..., None] >> torch.arange(self.bits.shape[0], device=actions.device)) & 1).to(x.dtype)
         x = x + bits @ self.bits + self.age(torch.bucketize(ages, self.edges))
         return self.norm(x)

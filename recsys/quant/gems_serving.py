@@ -52,10 +52,7 @@ def embed_events(gems: GEMs, items: torch.Tensor, authors: torch.Tensor, actions
     x = tables["item"](items)
     if "author" in tables:
         x = x + tables["author"](authors)
-    attributes = gems.events.attributes(items)
-    if attributes is not None:
-        x = x + attributes
-    return gems.events.combine(x, actions, ages)
+    return gems.events.combine(x, actions, ages, items)
 
 
 class GEMsFold(nn.Module):
