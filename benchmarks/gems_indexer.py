@@ -61,7 +61,7 @@ def latency(module: GEMsModule, dm: LifelongDataModule, stage: int, users: int) 
     for i in range(0, len(samples), max(len(samples) // users, 1)):
         batch = samples.__getitems__([i])
         started = time.perf_counter()
-        memories = model.encode(batch.features, batch.ages, batch.actions)
+        memories = model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
         memory_kv = model.memory_kv(memories)
         encoded = time.perf_counter()
 

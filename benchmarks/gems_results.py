@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from recsys.data.demo import demo_dataset
 from recsys.data.lifelong import LifelongDataModule
@@ -76,6 +76,17 @@ def data_module(prepared: Path, seed: int, train_targets: str = "latest", per_us
                               sid_codebook=32, seed=seed)
 
 
+class ValidationCurve(Callback):
+    """Each epoch's validation recall@10 (which epoch the tested best checkpoint comes from)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:  # after the module logged
+        if not trainer.sanity_checking:
+            self.values.append(round(float(trainer.callback_metrics["val/recall@10"]), 4))
+
+
 def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: Path,
              train_targets: str = "latest", per_user: int = 40, attributes: bool = False,
              **options) -> dict[str, float]:
@@ -86,9 +97,11 @@ def run_gems(prepared: Path, streams: list[str], seed: int, epochs: int, work: P
                        streams=streams, recent=32, top_k=32, summary_tokens=8, stage_epochs=[1, 1],
                        beam_width=100, ks=[10, 50, 100], lr=1e-3, muon_lr=0.02, **options)
     ckpt = ModelCheckpoint(dirpath=work, monitor="val/recall@10", mode="max", filename="best")
+    curve = ValidationCurve()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ckpt])
+                        callbacks=[ckpt, curve])
     trainer.fit(model, dm)
+    print("validation recall@10 per epoch:", curve.values, flush=True)
     model.hparams.beam_width, model.hparams.ks = TEST_BEAM, list(TEST_KS)  # validation used beam 100
     return trainer.test(model, dm, ckpt_path=ckpt.best_model_path, verbose=False)[0]
 
@@ -121,6 +134,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="users of the synthetic release (default 300)")
     parser.add_argument("--attributes", action="store_true",
                         help="every event also embeds its item's tags and video duration (checkpoint tag suffix -attr)")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="learning rates: constant, or cosine decay to 10%% after a 5%% warm-up")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "SASRec"], help="names (exact, or prefixes of names) to run")
     args = parser.parse_args()
     prepared, manifest = demo_dataset(args.out, log=print, **{**(PERIODIC if args.data == "periodic" else DATA),
@@ -134,14 +149,15 @@ def main() -> None:
     # checkpoints and reports of other recipes go to their own folders (gems_returning.py --tag SETTING)
     setting = (f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}"
                f"{'' if args.epochs == 3 else f'-e{args.epochs}'}{'' if args.users == 300 else f'-u{args.users}'}"
-               f"{'-attr' if args.attributes else ''}")
+               f"{'-attr' if args.attributes else ''}{'' if args.schedule == 'constant' else '-' + args.schedule}")
+    schedule = {} if args.schedule == "constant" else {"lr_schedule": args.schedule, "warmup_fraction": 0.05}
     for seed in args.seeds:
         tag = f"{setting}-{seed}"
         for name, streams in VARIANTS.items():
             if not any(name == v or (v not in VARIANTS and name.startswith(v)) for v in args.variants):
                 continue
             r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
-                         args.train_per_user, args.attributes, **OPTIONS.get(name, {}))
+                         args.train_per_user, args.attributes, **schedule, **OPTIONS.get(name, {}))
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:

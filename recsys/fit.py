@@ -31,6 +31,7 @@ LINKS = {
     "num_items": "num_items",
     "semantic_ids": "semantic_ids_path",
     "item_attributes": "item_attributes_path",
+    "play_time": "event_play_time",
 }
 
 

@@ -7,12 +7,18 @@ target, **mid-term** = the ``mid`` events before those, **lifecycle** = every ol
 
 Only positive events (e.g. clicks) form the sequence, as in next-item retrieval; a sample is a positive
 event of the split (its item is the target) with the user's earlier positives as streams. Per event the
-batch carries its item, the item's author (where the data has one), its action bits and its age (hours
-before the target, for time embeddings)::
+batch carries its item, the item's author (where the data has one), its action bits, its age (hours
+before the target, for time embeddings) and how long the user played the item (seconds, where the event
+table has ``play_time_ms``, as KuaiRand's does; 0 elsewhere)::
 
     features["recent"]        items of the recent stream, jagged (oldest first), with
-    features["recent_author"] their authors (aligned), and ages / actions as dense values aligned too
+    features["recent_author"] their authors (aligned), and ages / actions / plays as dense values aligned too
     features["mid"], ["life"] the same for the mid-term and lifecycle streams
+
+For one user whose clicks (oldest first) are items 4, 9, 4, 7 at hours 0, 20, 30, 47 with plays of
+12 s, 3 s, 40 s, 8 s, the target 7 and ``recent=2``, ``mid=1``: ``features["recent"]`` holds [9, 4] with
+``ages["recent"] = [27., 17.]`` and ``plays["recent"] = [3., 40.]``, ``features["mid"]`` holds [4]
+(age 47, play 12 s), ``features["life"]`` nothing.
 
 The item's other per-event features of the paper's list (tags, video duration; PAPERS.md §2.2) are item
 attributes: :func:`item_attributes` tabulates them once per dataset (``item_attributes_path``) and the
@@ -28,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from typing import Literal
@@ -47,6 +53,8 @@ from recsys.data.splits import TEST, TRAIN, VALID
 
 STREAMS = ("recent", "mid", "life")
 MS_PER_HOUR = 3_600_000
+#: The event table's column of play time per event (KuaiRand's ``play_time_ms``), read when present.
+PLAY_COLUMN = "play_time_ms"
 #: An item's first tags kept as attributes (KuaiRand videos have 1-3).
 MAX_TAGS = 3
 #: Upper edges (seconds) of the video-duration buckets: doubling widths from 2 s to 17 min.
@@ -113,8 +121,9 @@ def _item_attribute_table(items, vocab_sizes: dict[str, int]) -> dict[str, tuple
 class LifelongBatch(_Movable):
     """Three jagged streams per sample (see the module docstring) and the target item.
 
-    ``ages`` / ``actions``: ``{stream: [sum(lengths)]}`` aligned with ``features[stream]``: hours before
-    the target (float) and the event's action bitmask (int64).
+    ``ages`` / ``actions`` / ``plays``: ``{stream: [sum(lengths)]}`` aligned with ``features[stream]``: hours
+    before the target (float), the event's action bitmask (int64) and its play time in seconds (float; 0:
+    unknown, or a dataset without play times).
     """
 
     features: KeyedJaggedTensor
@@ -122,11 +131,13 @@ class LifelongBatch(_Movable):
     actions: dict[str, torch.Tensor]
     targets: torch.Tensor
     users: torch.Tensor
+    plays: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> LifelongBatch:
         moved = super().to(device, non_blocking)
         moved.ages = {k: v.to(device) for k, v in self.ages.items()}
         moved.actions = {k: v.to(device) for k, v in self.actions.items()}
+        moved.plays = {k: v.to(device) for k, v in self.plays.items()}
         return moved
 
     @property
@@ -177,7 +188,8 @@ class LifelongSamples(Dataset):
         m_begin = np.maximum(start, r_begin - self.mid)
         l_begin = start if self.life is None else np.maximum(start, m_begin - self.life)
         bounds = {"recent": (r_begin, target), "mid": (m_begin, r_begin), "life": (l_begin, m_begin)}
-        feats, ages, actions = {}, {}, {}
+        feats, ages, actions, plays = {}, {}, {}, {}
+        play_ms = s.values.get(PLAY_COLUMN)
         target_ts = s.ts[target]
         for name, (lo, hi) in bounds.items():
             rows = jagged_take(lo, hi - lo)
@@ -187,12 +199,17 @@ class LifelongSamples(Dataset):
             age = (np.repeat(target_ts, hi - lo) - s.ts[rows]) / MS_PER_HOUR
             ages[name] = torch.from_numpy(age.astype(np.float32))
             actions[name] = torch.from_numpy(s.actions[rows].astype(np.int64))
+            if play_ms is None:
+                plays[name] = torch.zeros(rows.shape[0])
+            else:  # seconds; a missing play time (null) is unknown, 0
+                plays[name] = torch.from_numpy(np.nan_to_num(play_ms[rows].astype(np.float32) / 1000.0, nan=0.0))
         return LifelongBatch(
             features=make_kjt(feats),
             ages=ages,
             actions=actions,
             targets=torch.from_numpy(s.item[target].astype(np.int64)),
             users=torch.from_numpy(s.users[self.owner[idx]].astype(np.int64)),
+            plays=plays,
         )
 
 
@@ -244,6 +261,12 @@ class LifelongDataModule(BatchedDataModule):
         return self.dataset.num_items
 
     @property
+    def event_play_time(self) -> bool:
+        """Whether the events carry play times (:data:`PLAY_COLUMN`), what GEMs models link to
+        (``play_time``)."""
+        return PLAY_COLUMN in self.dataset.scan_events().collect_schema()
+
+    @property
     def feature_cardinalities(self) -> dict[str, int]:
         cards = {name: self.num_items for name in STREAMS}
         if "author" in self.dataset.manifest.vocab_sizes:
@@ -252,7 +275,8 @@ class LifelongDataModule(BatchedDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._seq is None:
-            self._seq = positive_sequences(self.dataset, self.hparams.positive)
+            self._seq = positive_sequences(self.dataset, self.hparams.positive,
+                                           (PLAY_COLUMN,) if self.event_play_time else ())
             items = self.dataset.items()
             if "author" in items.columns:
                 self._author = items["author"].to_numpy().astype(np.int64)

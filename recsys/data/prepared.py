@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ from recsys.data.vocab import Vocab
 class Sequences:
     """Every user's events, oldest first, as flat arrays cut by ``offsets`` (jagged layout).
 
-    User ``users[u]`` owns rows ``offsets[u]:offsets[u + 1]`` of ``item``, ``ts``, ``actions``, ``split``.
+    User ``users[u]`` owns rows ``offsets[u]:offsets[u + 1]`` of ``item``, ``ts``, ``actions``, ``split`` and
+    of every array in ``values`` (more per-event columns, e.g. ``play_time_ms``: :meth:`PreparedDataset.sequence_values`).
 
     >>> s = Sequences(np.array([3, 5]), np.array([0, 2, 3]), np.array([7, 8, 9]), np.zeros(3, np.int64),
     ...               np.array([1, 1, 2], np.uint16), np.zeros(3, np.uint8))
@@ -36,6 +37,7 @@ class Sequences:
     ts: np.ndarray
     actions: np.ndarray
     split: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -49,7 +51,8 @@ class Sequences:
         counts = np.add.reduceat(keep.astype(np.int64), self.offsets[:-1]) if keep.size else np.zeros(len(self), np.int64)
         counts[self.lengths == 0] = 0
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        return Sequences(self.users, offsets, self.item[keep], self.ts[keep], self.actions[keep], self.split[keep])
+        return Sequences(self.users, offsets, self.item[keep], self.ts[keep], self.actions[keep], self.split[keep],
+                         {k: v[keep] for k, v in self.values.items()})
 
 
 class PreparedDataset:
@@ -96,6 +99,24 @@ class PreparedDataset:
             return frame[name].explode().to_numpy()
 
         return Sequences(frame["user"].to_numpy(), offsets, flat("item"), flat("ts"), flat("actions"), flat("split"))
+
+    def sequence_values(self, column: str, sequences: Sequences | None = None) -> np.ndarray:
+        """The event table's ``column`` per event, aligned with :meth:`sequences`' flat arrays (the
+        sequences keep item, ts, actions and split only; pass them if already read).
+
+        Each user's events live in one bucket file of the event table, in the order of their sequence
+        (``recsys.data.prepare``), so a stable sort of all rows by user is that order: checked against
+        the sequences' items, so a dataset edited by hand fails here instead of misaligning."""
+        schema = self.scan_events().collect_schema()
+        if column not in schema:
+            raise DataError(self.path / "events", f"no column {column!r} in the event table (has {', '.join(schema)})")
+        frame = self.scan_events().select("user", "item", column).collect()
+        order = np.argsort(frame["user"].to_numpy(), kind="stable")
+        items = frame["item"].to_numpy()[order]
+        if not np.array_equal(items, (sequences or self.sequences()).item):
+            raise DataError(self.path / "events", "the event table's rows do not match sequences/ (rebuild the "
+                            "prepared dataset with `recsys data prepare`)")
+        return frame[column].to_numpy()[order]
 
     def scan_events(self) -> pl.LazyFrame:
         """The event table (all buckets), lazily: filter on ``day`` to read only that day's row groups."""

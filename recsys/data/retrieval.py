@@ -33,10 +33,14 @@ from recsys.data.splits import TEST, TRAIN, VALID, leave_last_out
 
 
 
-def positive_sequences(dataset: PreparedDataset, positive: str | list[str] | None) -> Sequences:
+def positive_sequences(dataset: PreparedDataset, positive: str | list[str] | None,
+                       values: tuple[str, ...] = ()) -> Sequences:
     """Each user's positive events only: events with any of the ``positive`` actions (``None``: any
-    action at all; ``"all"``: every event, impressions without feedback included)."""
+    action at all; ``"all"``: every event, impressions without feedback included); with the event
+    table's columns ``values`` per event (:attr:`Sequences.values`)."""
     seq = dataset.sequences()
+    for name in values:
+        seq.values[name] = dataset.sequence_values(name, seq)
     mask = dataset.action_mask(positive)
     return seq if mask == 0 else seq.filter_events((seq.actions & mask) != 0)
 

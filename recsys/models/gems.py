@@ -7,9 +7,10 @@ DeepSeek-V3.2's lightning indexer for the mid-term stream and VISTA's quasi-line
 lifecycle stream. Where we had to choose, the docstrings say so (reconstruction).
 
 * **Recent stream** (Sec. 3.2 [S]): per-event features (item, author, the item's tags and video duration
-  where the data has them, action bits, age) embedded and summed, then a pre-norm self-attention encoder
-  with positions counted from the newest event. (The paper concatenates them and projects with an MLP;
-  a sum of embeddings is the same linear map before the encoder. Play duration per event is not read yet.)
+  where the data has them, action bits, age, and the event's play time where the data has it) embedded and
+  summed, then a pre-norm self-attention encoder with positions counted from the newest event. (The paper
+  concatenates them and projects with an MLP; a sum of embeddings is the same linear map before the
+  encoder.)
 * **Mid-term stream** (Sec. 3.3 [S]): the events' embeddings are the keys and values of a per-layer
   cross-attention. A lightweight **indexer** (``indexer_heads`` heads of ``indexer_dim``, ReLU scores
   ``I_{t,s} = sum_h w_{t,h} ReLU(q_{t,h} . k_s)``, DeepSeek-V3.2's DSA) selects the top-``top_k`` keys per
@@ -60,6 +61,10 @@ AGE_EDGES = {
     "log2": (1, 3, 6, 12, 24, 48, 96, 168, 336, 720, 1440, 4320, 8760),
     "daily": (1, 3, 6, 12, *range(24, 24 * 61, 24), 2160, 4320, 8760),
 }
+#: Boundaries (seconds) of the play-time buckets: 0 (unknown or none: bucket 0), then doubling widths from
+#: 2 s to 17 min (a skip, a glance, a full short video, a long watch). Our choice; the paper lists play
+#: duration among the per-event features (PAPERS.md §2.2) without saying how it is encoded.
+PLAY_EDGES_S = (0.0, *(float(2**k) for k in range(1, 11)))
 
 
 @dataclass
@@ -89,6 +94,8 @@ class GEMsConfig:
     fusion: str = "sum"
     #: Event-age buckets of every stream's events: a key of :data:`AGE_EDGES`.
     age_buckets: str = "log2"
+    #: Embed each event's play time (seconds, :data:`PLAY_EDGES_S` buckets; the batch's ``plays``).
+    play_time: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion not in ("sum", "mean", "gated"):
@@ -105,7 +112,7 @@ class GEMsConfig:
         cards = dict(hparams["cardinalities"])
         streams = tuple(hparams.get("streams", STREAMS))
         names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
-                 "summary_tokens", "dropout", "fusion", "age_buckets")
+                 "summary_tokens", "dropout", "fusion", "age_buckets", "play_time")
         return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
                    codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
                    cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
@@ -115,7 +122,7 @@ class GEMsConfig:
 
 class EventEmbedding(nn.Module):
     """An event = item + author (if any) + the item's attributes (if any) + its action bits (a sum of bit
-    embeddings) + its age bucket.
+    embeddings) + its age bucket + its play-time bucket (if ``config.play_time``).
 
     Items and authors of all three streams share one torchrec table each (``recent``, ``mid``, ``life``
     read ``item``; ``*_author`` read ``author``). Attributes are looked up from the item ids: buffer
@@ -136,6 +143,9 @@ class EventEmbedding(nn.Module):
         for name, (cardinality, slots) in config.attributes.items():
             self.register_buffer(f"attr_{name}", torch.zeros(config.num_items, slots, dtype=torch.long))
             self.attribute_tables[name] = nn.Embedding(cardinality, config.dim, padding_idx=0)
+        self.play = nn.Embedding(len(PLAY_EDGES_S) + 1, config.dim) if config.play_time else None
+        if config.play_time:
+            self.register_buffer("play_edges", torch.tensor(PLAY_EDGES_S, dtype=torch.float32), persistent=False)
 
     def attributes(self, items: torch.Tensor) -> torch.Tensor | None:
         """The summed attribute embeddings ``[..., d]`` of item ids ``[...]`` (``None`` without attributes)."""
@@ -146,24 +156,28 @@ class EventEmbedding(nn.Module):
         return out
 
     def forward(self, embedded: dict, stream: str, actions: torch.Tensor, ages: torch.Tensor,
-                items: torch.Tensor | None = None) -> torch.Tensor:
+                items: torch.Tensor | None = None, plays: torch.Tensor | None = None) -> torch.Tensor:
         """``[N, d]`` events of ``stream`` from the embedded KJT (see :class:`SparseFeatures`); ``items``
-        ``[N]``, the stream's item ids, for the attributes."""
+        ``[N]``, the stream's item ids, for the attributes; ``plays`` ``[N]``, play times in seconds."""
         x = embedded[stream].values()
         if f"{stream}_author" in embedded:
             x = x + embedded[f"{stream}_author"].values()
-        return self.combine(x, actions, ages, items)
+        return self.combine(x, actions, ages, items, plays)
 
     def combine(self, x: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor,
-                items: torch.Tensor | None = None) -> torch.Tensor:
+                items: torch.Tensor | None = None, plays: torch.Tensor | None = None) -> torch.Tensor:
         """Item (+ author) embeddings ``[..., d]`` plus the items' attributes (given their ids ``items``), the
-        action bits and the age bucket, normalized (any leading shape: flat events here, padded windows in
-        :mod:`recsys.quant.gems_serving`)."""
+        action bits, the age bucket and the play-time bucket (``plays`` in seconds; ``None`` = all unknown),
+        normalized (any leading shape: flat events here, padded windows in :mod:`recsys.quant.gems_serving`)."""
         attributes = None if items is None else self.attributes(items)
         if attributes is not None:
             x = x + attributes
         bits = ((actions[..., None] >> torch.arange(self.bits.shape[0], device=actions.device)) & 1).to(x.dtype)
         x = x + bits @ self.bits + self.age(torch.bucketize(ages, self.edges))
+        if self.play is not None:
+            bucket = (torch.zeros_like(actions) if plays is None
+                      else torch.bucketize(plays.to(self.play_edges.dtype), self.play_edges))
+            x = x + self.play(bucket)
         return self.norm(x)
 
 
@@ -357,9 +371,11 @@ class GEMs(nn.Module):
 
     # -- streams -------------------------------------------------------------------------------------------
     def encode(self, features: KeyedJaggedTensor, ages: dict[str, torch.Tensor], actions: dict[str, torch.Tensor],
-               lifecycle: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+               lifecycle: tuple[torch.Tensor, torch.Tensor] | None = None,
+               plays: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """Per stream the memory the decoder reads: ``{"memory": [B, M, d], "mask": [B, M]}`` (plus the
-        flat lifecycle events for the reconstruction loss).
+        flat lifecycle events for the reconstruction loss). ``plays``: the events' play times per stream
+        (:class:`~recsys.data.lifelong.LifelongBatch`; ``None``: unknown).
 
         Serving passes ``lifecycle``, the users' cached states ``(total [B, d, d], count [B])`` from
         :meth:`LifecycleCache.state`: the lifecycle summaries come from them and the batch's lifecycle
@@ -371,7 +387,8 @@ class GEMs(nn.Module):
                 summaries = self.summarizer.summaries(*lifecycle)
                 out[name] = {"memory": summaries, "mask": (lifecycle[1] > 0)[:, None].expand(-1, summaries.shape[1])}
                 continue
-            events = self.events(embedded, name, actions[name], ages[name], items=features[name].values())
+            events = self.events(embedded, name, actions[name], ages[name], items=features[name].values(),
+                                 plays=None if plays is None else plays.get(name))
             offsets = embedded[name].offsets()
             lengths = offsets[1:] - offsets[:-1]
             if name == "life":
@@ -533,10 +550,11 @@ class GEMs(nn.Module):
         return states @ self.codes[level].weight.T
 
     def forward(self, features: KeyedJaggedTensor, ages: dict[str, torch.Tensor], actions: dict[str, torch.Tensor],
-                target_sids: torch.Tensor, *, stage: int = 1) -> dict[str, torch.Tensor]:
+                target_sids: torch.Tensor, *, stage: int = 1,
+                plays: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Teacher-forced training: next-token loss over the target SIDs ``[B, L]``, the indexer loss, and
         the lifecycle reconstruction loss."""
-        memories = self.encode(features, ages, actions)
+        memories = self.encode(features, ages, actions, plays=plays)
         levels = target_sids.shape[1]
         x = self.token_inputs(target_sids[:, :-1])
         states, indexer_loss = self.decode(x, memories, stage=stage)

@@ -26,6 +26,7 @@ from recsys.models.gems import GEMs, GEMsConfig
 from recsys.models.semantic_ids import SemanticIds
 from recsys.optim import MuonRec
 from recsys.optim.param_groups import dense_parameters
+from recsys.optim.schedules import warmup_cosine
 
 
 class SumMetric:
@@ -64,6 +65,8 @@ class GEMsModule(L.LightningModule):
         cardinalities: vocabulary sizes of the batch's sparse keys (linked from the data module).
         item_attributes: file of the items' attributes embedded with every event (tags, video duration;
             linked from the data module's ``item_attributes_path``); ``None``: item and author only.
+        play_time: embed each event's play time (linked from the data module's ``event_play_time``: on where
+            the events have play times, e.g. KuaiRand).
         streams: the streams used (ablations: drop ``"life"`` or ``"mid"``; ``["recent"]`` alone is the
             TIGER-style recent-only baseline).
         fusion: ``"sum"`` of the streams' updates (the paper's parameter-free fusion), their ``"mean"``
@@ -73,6 +76,10 @@ class GEMsModule(L.LightningModule):
             days; :data:`recsys.models.gems.AGE_EDGES`).
         stage_epochs: epochs of stage 1 (dense) and stage 2 (plus indexer loss) before stage 3 (top-K).
         beam_width: items returned per sample at evaluation (the largest K of ``ks``).
+        lr_schedule: ``"constant"`` rates, or ``"cosine"``: a linear warm-up over ``warmup_fraction`` of the
+            run's steps (the trainer's estimate), then both MuonRec families' rates decay to 10% by the end,
+            so that the later epochs (stages 2-3, where the long streams' gates and the indexer learn)
+            refine rather than overfit (at constant rates, runs on 1,000 users peaked after epoch 1).
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class GEMsModule(L.LightningModule):
         semantic_ids: str,
         cardinalities: dict[str, int],
         item_attributes: str | None = None,
+        play_time: bool = False,
         dim: int = 64,
         heads: int = 4,
         layers: int = 2,
@@ -102,6 +110,8 @@ class GEMsModule(L.LightningModule):
         lr: float = 1e-3,
         muon_lr: float = 0.02,
         weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        warmup_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -135,7 +145,8 @@ class GEMsModule(L.LightningModule):
 
     def loss(self, batch: LifelongBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
-        out = self.model(batch.features, batch.ages, batch.actions, self.sid_codes[batch.targets], stage=self.stage)
+        out = self.model(batch.features, batch.ages, batch.actions, self.sid_codes[batch.targets], stage=self.stage,
+                         plays=batch.plays)
         total = out["ntp"]
         if self.stage >= 2 and "mid" in hp.streams:
             total = total + hp.indexer_weight * out["indexer"]
@@ -157,7 +168,7 @@ class GEMsModule(L.LightningModule):
         no valid SID); a score is the sum of the SID tokens' log-probabilities. ``stage`` overrides the
         schedule's (1: dense mid-term attention, 3: top-K through the indexer)."""
         width = beam_width or self.hparams.beam_width
-        memories = self.model.encode(batch.features, batch.ages, batch.actions)
+        memories = self.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
         memory_kv = self.model.memory_kv(memories)
         stage = stage or self.stage
 
@@ -203,9 +214,15 @@ class GEMsModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log("test", self.test_metrics)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning's union of return types)
         hp = self.hparams
         if hp.optimizer == "muonrec":
-            return MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
-                                      adamw_weight_decay=hp.weight_decay)
-        return torch.optim.AdamW(dense_parameters(self), lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = MuonRec.from_model(self.model, "muonrec", muon_lr=hp.muon_lr, adamw_lr=hp.lr,
+                                     adamw_weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(dense_parameters(self), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = warmup_cosine(opt, round(hp.warmup_fraction * total), total, min_ratio=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

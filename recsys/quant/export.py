@@ -37,7 +37,7 @@ def _example_windows(gems, recent: int, mid: int, batch: int, dtype: torch.dtype
         width = recent if stream == "recent" else mid
         if field in ("items", "authors", "actions"):
             out.append(torch.ones(batch, width, dtype=torch.long))
-        elif field == "ages":
+        elif field in ("ages", "plays"):
             out.append(torch.ones(batch, width))
         elif field == "lengths":
             out.append(torch.full((batch,), 2, dtype=torch.long))
@@ -54,10 +54,11 @@ def _cast(model: torch.nn.Module, precision: Precision, base: Base, fp8: Fp8Conf
     activations flow in."""
     dtype = torch.bfloat16 if "bf16" in (precision, base) else torch.float32
     if dtype == torch.bfloat16:
-        edges = getattr(getattr(model, "events", None), "edges", None)
+        events = getattr(model, "events", None)
+        exact = {n: getattr(events, n) for n in ("edges", "play_edges") if hasattr(events, n)}
         model = model.to(torch.bfloat16)
-        if edges is not None:
-            model.events.edges = edges  # GEMs' age-bucket boundaries stay exact (ages are fp32 inputs)
+        for name, edges in exact.items():  # GEMs' age / play-time bucket boundaries stay exact (fp32 inputs)
+            setattr(model.events, name, edges)
     report = quantize_fp8(model, fp8 or Fp8Config()) if precision == "fp8" else None
     return model, report, dtype
 
@@ -92,10 +93,11 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", base: Base 
             if "life" in cfg.streams:
                 fold = GEMsFold(gems)
                 ids = torch.ones(2, 5, dtype=torch.long)
-                args = (ids, ids.clone(), ids.clone(), torch.ones(2, 5), torch.full((2,), 3))
-                ep = torch.export.export(fold, args, dynamic_shapes=({0: batch, 1: width},) * 4 + ({0: batch},))
+                args = (ids, ids.clone(), ids.clone(), torch.ones(2, 5), torch.ones(2, 5), torch.full((2,), 3))
+                ep = torch.export.export(fold, args, dynamic_shapes=({0: batch, 1: width},) * 5 + ({0: batch},))
                 weights |= save_program(ep, tmp / "fold.pt2")
-                programs["fold"] = {"file": "fold.pt2", "inputs": ["items", "authors", "actions", "ages", "lengths"],
+                programs["fold"] = {"file": "fold.pt2",
+                                    "inputs": ["items", "authors", "actions", "ages", "plays", "lengths"],
                                     "outputs": ["total", "count"]}
             encode = GEMsEncode(gems)
             example = _example_windows(gems, recent, mid, 2, dtype)
@@ -129,7 +131,7 @@ def export_gems(module, out: Path, *, precision: Precision = "fp32", base: Base 
             "config": {"dim": cfg.dim, "heads": cfg.heads, "layers": len(gems.blocks), "streams": list(cfg.streams),
                        "codebook_sizes": list(cfg.codebook_sizes), "num_items": cfg.num_items, "recent": recent,
                        "mid": mid, "top_k": cfg.top_k, "stage": stage, "summary_tokens": cfg.summary_tokens,
-                       "has_author": item_author is not None},
+                       "has_author": item_author is not None, "play_time": cfg.play_time},
             "programs": programs,
             "quantization": _quantization(report),
             "versions": {"recsys": recsys.__version__, "torch": torch.__version__},

@@ -4,7 +4,7 @@ Training reads KeyedJaggedTensors; a serving program wants plain tensors of fixe
 wrappers re-express :class:`recsys.models.gems.GEMs`'s inference with the *same modules and weights*
 (tests check they give the same numbers as the training model):
 
-* :class:`GEMsFold` ``(items, authors, actions, ages, lengths [B, L]) -> (total [B, d, d], count [B])``:
+* :class:`GEMsFold` ``(items, authors, actions, ages, plays, lengths [B, L]) -> (total [B, d, d], count [B])``:
   the lifecycle state of events (:meth:`QuasiLinearSummarizer.state`), computed offline and summed into
   a user's cache as events age out of the mid-term window;
 * :class:`GEMsEncode`: the recent and mid-term windows (padded to their sizes, oldest first, with lengths)
@@ -19,7 +19,8 @@ The batch ``B`` and the beam width ``K`` are dynamic dimensions of the exported 
 fixed. The top-K mid-term attention is the training model's own per-query gather kernel (static shapes).
 
 Worked example of a request's windows (B = 1 user, recent window 4, mid-term window 6): events oldest
-first, left-aligned, 0 = padding; ``ages`` in hours before the request, ``actions`` bitmasks::
+first, left-aligned, 0 = padding; ``ages`` in hours before the request, ``actions`` bitmasks, ``plays``
+play times in seconds (0 = unknown; read by models trained with ``play_time`` only)::
 
     recent_items [[12, 7, 0, 0]]        recent_lengths [2]     (the user's 2 newest events)
     mid_items    [[3, 3, 9, 0, 0, 0]]   mid_lengths    [3]     (the 3 events before those)
@@ -39,20 +40,20 @@ def stream_inputs(streams: tuple[str, ...]) -> list[str]:
     names = []
     for s in ("recent", "mid"):
         if s in streams:
-            names += [f"{s}_items", f"{s}_authors", f"{s}_actions", f"{s}_ages", f"{s}_lengths"]
+            names += [f"{s}_items", f"{s}_authors", f"{s}_actions", f"{s}_ages", f"{s}_plays", f"{s}_lengths"]
     if "life" in streams:
         names += ["life_total", "life_count"]
     return names
 
 
 def embed_events(gems: GEMs, items: torch.Tensor, authors: torch.Tensor, actions: torch.Tensor,
-                 ages: torch.Tensor) -> torch.Tensor:
+                 ages: torch.Tensor, plays: torch.Tensor) -> torch.Tensor:
     """Padded events ``[B, L]`` -> embeddings ``[B, L, d]`` (:class:`EventEmbedding` on dense tensors)."""
     tables = gems.events.features.collection.embeddings
     x = tables["item"](items)
     if "author" in tables:
         x = x + tables["author"](authors)
-    return gems.events.combine(x, actions, ages, items)
+    return gems.events.combine(x, actions, ages, items, plays)
 
 
 class GEMsFold(nn.Module):
@@ -61,8 +62,8 @@ class GEMsFold(nn.Module):
         self.gems = gems
 
     def forward(self, items: torch.Tensor, authors: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor,
-                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = embed_events(self.gems, items, authors, actions, ages)
+                plays: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = embed_events(self.gems, items, authors, actions, ages, plays)
         mask = torch.arange(items.shape[1], device=items.device) < lengths[:, None]
         summ = self.gems.summarizer
         k = F.silu(summ.k(x)) * mask[..., None].to(x.dtype)  # padding adds nothing
@@ -91,7 +92,7 @@ class GEMsEncode(nn.Module):
             if s not in g.config.streams:
                 continue
             items, lengths = inp[f"{s}_items"], inp[f"{s}_lengths"]
-            x = embed_events(g, items, inp[f"{s}_authors"], inp[f"{s}_actions"], inp[f"{s}_ages"])
+            x = embed_events(g, items, inp[f"{s}_authors"], inp[f"{s}_actions"], inp[f"{s}_ages"], inp[f"{s}_plays"])
             positions = torch.arange(items.shape[1], device=items.device)
             mask = positions < lengths[:, None]
             if s == "recent":  # positions count from the newest event, as in GEMs.encode

@@ -3,7 +3,8 @@ torch, safetensors and the beam search only (no Lightning, no torchrec, nothing 
 
 >>> runtime = GEMsRuntime.load("artifacts/gems-fp8")                        # doctest: +SKIP
 >>> history = {"items": torch.tensor([5, 9, 2, 7]),                          # oldest first
-...            "actions": torch.tensor([1, 1, 3, 1]), "ages": torch.tensor([900., 40., 3., .5])}
+...            "actions": torch.tensor([1, 1, 3, 1]), "ages": torch.tensor([900., 40., 3., .5]),
+...            "plays": torch.tensor([31., 2.5, 60., 8.])}                     # seconds; optional
 >>> items, scores = runtime.recommend([history], k=100)                      # doctest: +SKIP
 
 A history longer than the recent + mid-term windows has its older events folded into the lifecycle
@@ -22,7 +23,10 @@ from recsys.models.beam_search import constrained_beam_search
 from recsys.models.semantic_ids import SemanticIds
 from recsys.quant.artifact import ArtifactError, load_program, read_verified_manifest
 
-History = dict[str, torch.Tensor]  # items (int64, ids >= 1), actions (int64 bitmasks), ages (hours); authors optional
+#: items (int64, ids >= 1), actions (int64 bitmasks), ages (hours); optional: authors, plays (seconds played;
+#: 0 or absent = unknown, read by models trained with play times only)
+History = dict[str, torch.Tensor]
+FIELDS = ("items", "authors", "actions", "ages", "plays")
 
 
 def _device(manifest: dict, folder: Path) -> torch.device:
@@ -93,34 +97,45 @@ class GEMsRuntime:
     def _check(history: History, index: int) -> None:
         for key in ("items", "actions", "ages"):
             if key not in history:
-                raise ValueError(f"history {index}: missing {key!r} (expected items, actions, ages[, authors])")
+                raise ValueError(f"history {index}: missing {key!r} (expected items, actions, ages[, authors, plays])")
         n = history["items"].shape[0]
         if any(history[k].shape != (n,) for k in history):
-            raise ValueError(f"history {index}: items, actions, ages (and authors) must be 1-D of equal length")
+            raise ValueError(f"history {index}: items, actions, ages (and authors, plays) must be 1-D of equal length")
 
-    def _windows(self, parts: list[History], width: int) -> list[torch.Tensor]:
+    def _events(self, history: History) -> History:
+        """Every field of :data:`FIELDS` (authors from the item table, unknown plays as 0)."""
+        plays = history["plays"].float() if "plays" in history else torch.zeros(history["items"].shape[0])
+        return {**{k: history[k] for k in ("items", "actions", "ages")}, "authors": self._authors(history),
+                "plays": plays}
+
+    def _windows(self, parts: list[History], width: int) -> dict[str, torch.Tensor]:
+        """The parts padded to ``width``: :data:`FIELDS` ``[B, width]`` and ``lengths [B]``."""
         b = len(parts)
-        out = {"items": torch.zeros(b, width, dtype=torch.long), "authors": torch.zeros(b, width, dtype=torch.long),
-               "actions": torch.zeros(b, width, dtype=torch.long), "ages": torch.zeros(b, width)}
-        lengths = torch.zeros(b, dtype=torch.long)
+        out = {k: torch.zeros(b, width, dtype=torch.float32 if k in ("ages", "plays") else torch.long) for k in FIELDS}
+        out["lengths"] = torch.zeros(b, dtype=torch.long)
         for i, p in enumerate(parts):
             n = p["items"].shape[0]
-            lengths[i] = n
-            for key in out:
+            out["lengths"][i] = n
+            for key in FIELDS:
                 out[key][i, :n] = p[key].cpu()
-        return [t.to(self.device) for t in (out["items"], out["authors"], out["actions"], out["ages"], lengths)]
+        return {k: t.to(self.device) for k, t in out.items()}
+
+    def _inputs(self, program: str, values: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """``program``'s inputs in the order its manifest entry names them (artifacts exported before
+        play times were an input simply do not name ``plays``)."""
+        return [values[name] for name in self.manifest["programs"][program]["inputs"]]
 
     def fold(self, history: History) -> tuple[torch.Tensor, torch.Tensor]:
         """Lifecycle state ``(total [d, d], count [])`` of a user's events (states of disjoint events add)."""
         if "life" not in self.config["streams"]:
             raise ValueError("this model has no lifecycle stream")
         self._check(history, 0)
-        part = {**{k: history[k] for k in ("items", "actions", "ages")}, "authors": self._authors(history)}
+        part = self._events(history)
         if part["items"].shape[0] == 0:
             d = self.config["dim"]
             return (torch.zeros(d, d, dtype=self.dtype, device=self.device),
                     torch.zeros((), dtype=self.dtype, device=self.device))
-        total, count = self.programs["fold"](*self._windows([part], part["items"].shape[0]))
+        total, count = self.programs["fold"](*self._inputs("fold", self._windows([part], part["items"].shape[0])))
         return total[0], count[0]
 
     # -- requests -------------------------------------------------------------------------------------------
@@ -132,7 +147,7 @@ class GEMsRuntime:
         recents, mids, states = [], [], []
         for i, h in enumerate(histories):
             self._check(h, i)
-            full = {**{k: h[k] for k in ("items", "actions", "ages")}, "authors": self._authors(h)}
+            full = self._events(h)
             n = full["items"].shape[0]
             r0 = max(n - self.recent, 0)
             m0 = max(r0 - self.mid, 0)
@@ -144,14 +159,14 @@ class GEMsRuntime:
                     total = total + lifecycle[i][0].to(self.device, self.dtype)
                     count = count + lifecycle[i][1].to(self.device, self.dtype)
                 states.append((total, count))
-        inputs = []
-        if "recent" in streams:
-            inputs += self._windows(recents, self.recent)
-        if "mid" in streams:
-            inputs += self._windows(mids, self.mid)
+        values: dict[str, torch.Tensor] = {}
+        for stream, parts, width in (("recent", recents, self.recent), ("mid", mids, self.mid)):
+            if stream in streams:
+                values |= {f"{stream}_{k}": v for k, v in self._windows(parts, width).items()}
         if "life" in streams:
-            inputs += [torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states])]
-        return self.programs["encode"](*inputs)
+            values["life_total"] = torch.stack([s[0] for s in states])
+            values["life_count"] = torch.stack([s[1] for s in states])
+        return self.programs["encode"](*self._inputs("encode", values))
 
     @torch.no_grad()
     def recommend(self, histories: list[History], k: int = 100,

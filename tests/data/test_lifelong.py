@@ -80,3 +80,49 @@ def test_item_attributes_tabulate_tags_and_duration_once(prepared_lifelong):
     assert n_dur == len(DURATION_EDGES_S) + 2 and int(duration.max()) < n_dur and int(duration[0, 0]) == 0
     stamp = os.stat(path).st_mtime_ns
     assert LifelongDataModule(prepared_lifelong).item_attributes_path == path and os.stat(path).st_mtime_ns == stamp
+
+
+
+def test_events_carry_their_play_time(prepared_lifelong, tmp_path):
+    """Every sequence event's play time is its own row's ``play_time_ms`` in the event table (matched on
+    user, item and time), and a stream's ``plays`` are those of its events in seconds; an event table
+    whose rows no longer line up with sequences/ is refused."""
+    import shutil
+
+    import polars as pl
+    import pytest
+
+    from recsys.data.errors import DataError
+    from recsys.data.lifelong import PLAY_COLUMN
+
+    dm = LifelongDataModule(prepared_lifelong, recent=8, mid=32, max_train_per_user=5)
+    assert dm.event_play_time
+    dm.setup()
+    seq = dm._seq
+    ours = pl.DataFrame({"user": np.repeat(seq.users, seq.lengths), "item": seq.item, "ts": seq.ts,
+                         "ours": seq.values[PLAY_COLUMN]})
+    events = dm.dataset.scan_events().select("user", "item", "ts", PLAY_COLUMN).collect()
+    # (user, item, ts) is not a key (an item shown twice in one millisecond): ours must be one of its rows'
+    joined = ours.with_row_index("row").join(events, on=["user", "item", "ts"], how="left")
+    found = joined.group_by("row").agg(pl.col("ours").eq_missing(pl.col(PLAY_COLUMN)).any())
+    assert found.height == ours.height and bool(found["ours"].all())
+    assert ours["ours"].n_unique() > 100  # real per-event values, not a constant
+    samples = dm.samples("train")
+    batch = samples.__getitems__(list(range(len(samples))))
+    jt = batch.features["recent"]
+    for i in range(0, len(samples), 9):
+        n, target = int(jt.lengths()[i]), samples.targets[i]
+        lo = int(jt.offsets()[i])
+        want = np.nan_to_num(seq.values[PLAY_COLUMN][target - n:target] / 1000.0)
+        np.testing.assert_allclose(batch.plays["recent"][lo:lo + n].numpy(), want, rtol=1e-6)
+    assert all(batch.plays[s].shape == batch.ages[s].shape for s in ("recent", "mid", "life"))
+    copy = tmp_path / "copy"  # a user's first two events swapped in the event table
+    shutil.copytree(prepared_lifelong, copy)
+    part = sorted((copy / "events").glob("*.parquet"))[0]
+    frame = pl.read_parquet(part)
+    first = frame["user"][0]
+    second = int(np.flatnonzero(frame["user"].to_numpy() == first)[1])
+    order = [second, *[r for r in range(frame.height) if r != second]]
+    frame[order].write_parquet(part)
+    with pytest.raises(DataError, match="do not match sequences"):
+        LifelongDataModule(copy).setup()

@@ -24,6 +24,7 @@ def module(data, **kw):
     defaults = dict(dim=16, heads=2, layers=2, encoder_layers=1, top_k=4, summary_tokens=3, beam_width=12,
                     ks=[5, 10], dropout=0.0)
     defaults["item_attributes"] = dm.item_attributes_path
+    defaults["play_time"] = dm.event_play_time  # as `recsys fit` links them
     return GEMsModule(path, dm.feature_cardinalities, **{**defaults, **kw})
 
 
@@ -32,7 +33,7 @@ def test_topk_with_all_keys_equals_dense_attention(data):
     m = module(data, top_k=1000).eval()
     batch = dm.samples("train").__getitems__(list(range(6)))
     with torch.no_grad():
-        mem = m.model.encode(batch.features, batch.ages, batch.actions)
+        mem = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
         x = m.model.token_inputs(m.sid_codes[batch.targets][:, :-1])
         dense, _ = m.model.decode(x, mem, stage=1)
         m.model.config.top_k = 32  # == the mid window: the top-K path selects every key
@@ -52,7 +53,7 @@ def test_mean_fusion_scales_the_sum_of_the_stream_updates(data):
     def decoded(**kw):
         m = module(data, **kw).eval()
         with torch.no_grad():
-            mem = m.model.encode(batch.features, batch.ages, batch.actions)
+            mem = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
             return m.model.decode(m.model.token_inputs(m.sid_codes[batch.targets][:, :-1]), mem)[0], m
 
     one_sum, _ = decoded(streams=["recent"])
@@ -73,7 +74,7 @@ def test_gated_fusion_starts_from_the_first_stream_and_learns_the_others(data):
     ref = module(data)  # same seed: the same weights, summed
     ref.load_state_dict({k: v for k, v in m.state_dict().items() if ".gate." not in k})
     x = m.model.token_inputs(m.sid_codes[batch.targets][:, :-1])
-    mem = m.model.encode(batch.features, batch.ages, batch.actions)
+    mem = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
     gated, _ = m.model.decode(x, mem)
     moved = {s: {**v, "memory": v["memory"] + 1.0} if s != "recent" else v for s, v in mem.items()}
     with torch.no_grad():
@@ -87,7 +88,7 @@ def test_gated_fusion_starts_from_the_first_stream_and_learns_the_others(data):
         for block in m.model.blocks[1:]:
             for g in block.gate.values():
                 g.fill_(1.0)
-        summed, _ = ref.eval().model.decode(x, ref.model.encode(batch.features, batch.ages, batch.actions))
+        summed, _ = ref.eval().model.decode(x, ref.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays))
         torch.testing.assert_close(m.model.decode(x, mem)[0], summed)
     with pytest.raises(ValueError, match="fusion"):
         module(data, fusion="max")
@@ -190,13 +191,13 @@ def test_encode_with_cached_lifecycle_equals_encoding_the_events(data):
     m = module(data).eval()
     batch = dm.samples("test").__getitems__(list(range(4)))
     with torch.no_grad():
-        full = m.model.encode(batch.features, batch.ages, batch.actions)
+        full = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
         life = full["life"]
         cache = LifecycleCache(m.model.summarizer, 16)
         for row in range(4):  # one cache entry per sample (samples of one user have different lifecycles)
             lo, hi = int(life["offsets"][row]), int(life["offsets"][row + 1])
             cache.add(row, life["events"][lo:hi])
-        served = m.model.encode(batch.features, batch.ages, batch.actions, lifecycle=cache.state(range(4)))
+        served = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays, lifecycle=cache.state(range(4)))
     assert life["mask"].any()  # the fixture's users do have lifecycle events
     assert torch.allclose(served["life"]["memory"], life["memory"], atol=1e-5)
     assert torch.equal(served["life"]["mask"], life["mask"])
@@ -223,7 +224,7 @@ def test_beam_search_scores_are_teacher_forced_log_probs(data):
     assert (items >= 0).all()  # constrained: every beam is an item's SID
     assert torch.equal(m.sid_codes[items], sids)
     with torch.no_grad():
-        mem = m.model.encode(batch.features, batch.ages, batch.actions)
+        mem = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
         flat = sids.reshape(-1, sids.shape[-1])
         rep = {k: {n: v.repeat_interleave(5, 0) for n, v in s.items() if n in ("memory", "mask")} for k, s in mem.items()}
         states, _ = m.model.decode(m.model.token_inputs(flat[:, :-1]), rep, stage=m.stage)
@@ -250,16 +251,37 @@ def test_events_embed_their_items_tags_and_duration(data):
     assert bool((tags > 0).any()) and torch.allclose(events.attributes(items), want, atol=1e-6)
     batch = dm.samples("train").__getitems__(list(range(6)))
     with torch.no_grad():
-        before = m.model.encode(batch.features, batch.ages, batch.actions)["mid"]["memory"]
+        before = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)["mid"]["memory"]
         rebuilt = GEMsModule(**m.hparams).eval()
         rebuilt.model.events.attr_tags.zero_()
         rebuilt.load_state_dict(m.state_dict())  # the buffers come back from the state dict
         assert torch.equal(rebuilt.model.events.attr_tags, events.attr_tags)
         events.attr_tags.zero_()
         events.attr_duration.zero_()
-        after = m.model.encode(batch.features, batch.ages, batch.actions)["mid"]["memory"]
+        after = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)["mid"]["memory"]
     assert not torch.allclose(before, after)
     assert "attr_tags" not in dict(module(data, item_attributes=None).model.events.named_buffers())
+
+
+def test_events_embed_their_play_time(data):
+    """``play_time``: an event adds the embedding of its play-time bucket (0 s, or unknown: bucket 0, the
+    same as no play times given at all); the batch's plays change what the streams hold."""
+    dm, _ = data
+    m = module(data).eval()
+    assert m.model.config.play_time
+    events = m.model.events
+    buckets = torch.bucketize(torch.tensor([0.0, 1.5, 3.0, 40.0, 5000.0]), events.play_edges)
+    assert buckets.tolist() == [0, 1, 2, 6, len(events.play_edges)]
+    batch = dm.samples("train").__getitems__(list(range(6)))
+    assert float(batch.plays["mid"].max()) > 0
+    with torch.no_grad():
+        def mid(plays):
+            return m.model.encode(batch.features, batch.ages, batch.actions, plays=plays)["mid"]["memory"]
+
+        given, unknown = mid(batch.plays), mid(None)
+        zeros = mid({k: torch.zeros_like(v) for k, v in batch.plays.items()})
+    assert torch.equal(unknown, zeros) and not torch.allclose(given, unknown)
+    assert module(data, play_time=False).model.events.play is None
 
 
 def test_trains_evaluates_and_ablates(data, tmp_path):
@@ -276,12 +298,15 @@ def test_trains_evaluates_and_ablates(data, tmp_path):
             opt.step()
             first = first if first is not None else float(parts["ntp"])
         assert float(parts["ntp"]) < 0.5 * first
-    m = module(data, stage_epochs=[1, 1])
+    m = module(data, stage_epochs=[1, 1], lr_schedule="cosine", warmup_fraction=0.25)
     trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
     trainer.fit(m, dm)  # epochs 0, 1, 2 run stages 1, 2 and 3
     assert m.stage == 3
+    groups = trainer.optimizers[0].param_groups  # MuonRec's two families, each decayed to 10% of its rate
+    assert len({g["initial_lr"] for g in groups}) == 2
+    assert all(g["lr"] == pytest.approx(0.1 * g["initial_lr"]) for g in groups)
     result = trainer.test(m, dm, verbose=False)[0]
     assert 0 <= result["test/recall@5"] <= result["test/recall@10"] <= 1
     assert result["test/recall_level1"] >= result["test/recall_level2"]

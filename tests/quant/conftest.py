@@ -16,7 +16,8 @@ def gems_module_and_batch(prepared_lifelong):
     dm = LifelongDataModule(prepared_lifelong, recent=8, mid=32, max_train_per_user=8, batch_size=16,
                             eval_batch_size=16, sid_levels=2, sid_codebook=16)
     L.seed_everything(0, verbose=False)
-    module = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, item_attributes=dm.item_attributes_path, dim=32, heads=2, layers=2, encoder_layers=1,
+    module = GEMsModule(dm.semantic_ids_path, dm.feature_cardinalities, item_attributes=dm.item_attributes_path,
+                        play_time=dm.event_play_time, dim=32, heads=2, layers=2, encoder_layers=1,
                         top_k=8, summary_tokens=3, beam_width=20, ks=[5, 10], dropout=0.0, stage_epochs=[1, 1])
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=0)

@@ -21,7 +21,7 @@ def _histories(batch, module):
     feats = batch.features
     out = []
     for b in range(batch.batch_size):
-        h = {"items": [], "authors": [], "actions": [], "ages": []}
+        h = {"items": [], "authors": [], "actions": [], "ages": [], "plays": []}
         for stream in ("life", "mid", "recent"):
             jt = feats[stream]
             lo, hi = int(jt.offsets()[b]), int(jt.offsets()[b + 1])
@@ -30,6 +30,7 @@ def _histories(batch, module):
                                 else torch.zeros(hi - lo, dtype=torch.long))
             h["actions"].append(batch.actions[stream][lo:hi])
             h["ages"].append(batch.ages[stream][lo:hi])
+            h["plays"].append(batch.plays[stream][lo:hi])
         out.append({k: torch.cat(v) for k, v in h.items()})
     return out
 
