@@ -13,6 +13,8 @@ ranks the full catalogue. ``--data periodic`` makes the topic come back every 10
 ``--train-targets spread`` spreads the ``--train-per-user`` training targets over each user's history; the
 "mean fusion" variants average the streams' updates instead of summing them (an ablation of the fusion's
 scale), "gated fusion" learns per-stream gains from zero, "daily ages" buckets event ages by day.
+``--attributes`` / ``--play-time`` add the items' tags and duration / the events' play times to every event,
+``--schedule cosine`` decays the learning rates (checkpoint tag suffixes ``-attr``, ``-play``, ``-cosine``).
 ``benchmarks/gems_returning.py`` splits the test recall of the trained checkpoints by target group.
 
     .venv/bin/python benchmarks/gems_results.py [--seeds 0 1 2] [--epochs 3] [--data periodic] [--users 300]
@@ -132,6 +134,8 @@ def main() -> None:
                         help="the training targets per user: the latest ones, or spread over the period")
     parser.add_argument("--train-per-user", type=int, default=40, help="training targets per user")
     parser.add_argument("--users", type=int, default=300, help="users of the synthetic release (default 300)")
+    parser.add_argument("--play-time", action="store_true",
+                        help="every event also embeds its play time (checkpoint tag suffix -play)")
     parser.add_argument("--attributes", action="store_true",
                         help="every event also embeds its item's tags and video duration (checkpoint tag suffix -attr)")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
@@ -149,15 +153,18 @@ def main() -> None:
     # checkpoints and reports of other recipes go to their own folders (gems_returning.py --tag SETTING)
     setting = (f"{args.data}-{args.train_targets}{'' if args.train_per_user == 40 else args.train_per_user}"
                f"{'' if args.epochs == 3 else f'-e{args.epochs}'}{'' if args.users == 300 else f'-u{args.users}'}"
-               f"{'-attr' if args.attributes else ''}{'' if args.schedule == 'constant' else '-' + args.schedule}")
-    schedule = {} if args.schedule == "constant" else {"lr_schedule": args.schedule, "warmup_fraction": 0.05}
+               f"{'-attr' if args.attributes else ''}{'-play' if args.play_time else ''}"
+               f"{'' if args.schedule == 'constant' else '-' + args.schedule}")
+    recipe = {} if args.schedule == "constant" else {"lr_schedule": args.schedule, "warmup_fraction": 0.05}
+    if args.play_time:
+        recipe["play_time"] = True
     for seed in args.seeds:
         tag = f"{setting}-{seed}"
         for name, streams in VARIANTS.items():
             if not any(name == v or (v not in VARIANTS and name.startswith(v)) for v in args.variants):
                 continue
             r = run_gems(prepared, streams, seed, args.epochs, args.out / "ckpt" / name / tag, args.train_targets,
-                         args.train_per_user, args.attributes, **schedule, **OPTIONS.get(name, {}))
+                         args.train_per_user, args.attributes, **recipe, **OPTIONS.get(name, {}))
             results.setdefault(name, []).append(r)
             print(name, seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
         if "SASRec" in args.variants:
