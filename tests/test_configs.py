@@ -15,7 +15,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 def test_there_are_configs():
     names = {p.stem for p in CONFIGS}
     assert {"a2gen_tmall", "a2gen_kuairand", "mmoe_tmall", "ple_tmall", "din_tmall", "sasrec_kuairand",
-            "gems_kuairand1k"} <= names
+            "gems_kuairand1k", "gems_kuairand27k"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

@@ -65,7 +65,7 @@ class GEMsModule(L.LightningModule):
         cardinalities: vocabulary sizes of the batch's sparse keys (linked from the data module).
         item_attributes: file of the items' attributes embedded with every event (tags, video duration;
             linked from the data module's ``item_attributes_path``); ``None``: item and author only.
-        play_time: embed each event's play time (linked from the data module's ``event_play_time``: on where
+        play_time: embed each event's play time (linked from the data module's ``event_play_time``: true where
             the events have play times, e.g. KuaiRand).
         streams: the streams used (ablations: drop ``"life"`` or ``"mid"``; ``["recent"]`` alone is the
             TIGER-style recent-only baseline).
