@@ -151,6 +151,8 @@ class LifelongSamples(Dataset):
                  train_targets: str = "latest") -> None:
         self.seq, self.author = seq, author
         self.recent, self.mid, self.life = recent, mid, life
+        play_ms = seq.values.get(PLAY_COLUMN)  # seconds, once; a missing play time (null) is unknown, 0
+        self.play_s = None if play_ms is None else np.nan_to_num(play_ms.astype(np.float32) / 1000.0, nan=0.0)
         code = {"train": TRAIN, "valid": VALID, "test": TEST}[stage]
         user_of = np.repeat(np.arange(len(seq)), seq.lengths)
         pos = np.flatnonzero(seq.split == code)
@@ -189,7 +191,6 @@ class LifelongSamples(Dataset):
         l_begin = start if self.life is None else np.maximum(start, m_begin - self.life)
         bounds = {"recent": (r_begin, target), "mid": (m_begin, r_begin), "life": (l_begin, m_begin)}
         feats, ages, actions, plays = {}, {}, {}, {}
-        play_ms = s.values.get(PLAY_COLUMN)
         target_ts = s.ts[target]
         for name, (lo, hi) in bounds.items():
             rows = jagged_take(lo, hi - lo)
@@ -199,10 +200,7 @@ class LifelongSamples(Dataset):
             age = (np.repeat(target_ts, hi - lo) - s.ts[rows]) / MS_PER_HOUR
             ages[name] = torch.from_numpy(age.astype(np.float32))
             actions[name] = torch.from_numpy(s.actions[rows].astype(np.int64))
-            if play_ms is None:
-                plays[name] = torch.zeros(rows.shape[0])
-            else:  # seconds; a missing play time (null) is unknown, 0
-                plays[name] = torch.from_numpy(np.nan_to_num(play_ms[rows].astype(np.float32) / 1000.0, nan=0.0))
+            plays[name] = torch.zeros(rows.shape[0]) if self.play_s is None else torch.from_numpy(self.play_s[rows])
         return LifelongBatch(
             features=make_kjt(feats),
             ages=ages,

@@ -110,8 +110,10 @@ class PreparedDataset:
         schema = self.scan_events().collect_schema()
         if column not in schema:
             raise DataError(self.path / "events", f"no column {column!r} in the event table (has {', '.join(schema)})")
+        from recsys.data.prepare import stable_order  # the order prepare wrote the sequences in
+
         frame = self.scan_events().select("user", "item", column).collect()
-        order = np.argsort(frame["user"].to_numpy(), kind="stable")
+        order = stable_order(frame["user"].to_numpy())
         items = frame["item"].to_numpy()[order]
         if not np.array_equal(items, (sequences or self.sequences()).item):
             raise DataError(self.path / "events", "the event table's rows do not match sequences/ (rebuild the "
