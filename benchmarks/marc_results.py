@@ -8,7 +8,12 @@ item and user texts (``recsys.distill.text`` templates), cached; then
 2. at d = 32, over ``--seeds`` seeds (the seed drives both the compression's and the CTR model's training):
    no text features; final-layer PCA; best-middle-layer PCA (the best probe layer strictly between the
    embeddings and the final layer); the uncompressed final layer (384-d through the CTR model's own linear
-   map); an autoencoder of the final layer; Matryoshka (MRL) codes; MARC's codes from the final layer.
+   map); an autoencoder of the final layer; Matryoshka (MRL) codes; MARC's codes from the final layer;
+   on synthetic MovieLens also the planted truth (each item's hidden theme, one-hot: what the titles' theme
+   words say).
+
+``--ctr-model`` picks the CTR model (MMoE by default; DeepFM crosses the text vector with the user's
+embedding by a dot product); its runs are kept apart from the other models' in the work folder.
 
 Writes ``<work>/<dataset>/results.md``, ``probe.png`` and ``results.json``. Command:
 ``.venv/bin/python benchmarks/marc_results.py`` (about 25 minutes on 2 cores).
@@ -35,6 +40,26 @@ from recsys.distill.probe import format_probe, layer_probe, plot_probe, summariz
 CTR = {"dim": 16}
 
 
+def planted_themes(name: str, data: Path, users: int, items: int, out: Path) -> Path | None:
+    """The synthetic MovieLens truth as an item vectors file: each item's theme one-hot, rows aligned with
+    the prepared vocabulary (``None`` for other datasets)."""
+    if not name.startswith("movielens"):
+        return None
+    if not out.exists():
+        import torch
+
+        from recsys.data.synth import make_config, movielens_truth
+        from recsys.distill.text import item_texts
+
+        truth = movielens_truth(make_config(name, users, items, seed=0))
+        themes = torch.tensor([truth.theme_of_title(t) for t in item_texts(data)])
+        onehot = torch.zeros(len(themes), len(truth.themes))
+        known = themes >= 0  # row 0 (padding) only
+        onehot[known.nonzero().squeeze(1), themes[known]] = 1.0
+        save_codes({"item": onehot}, out, {"method": "planted theme (one-hot)"})
+    return out
+
+
 def dataset(name: str, root: Path, users: int, items: int) -> Path:
     prepared = root / "prepared"
     if not (prepared / "manifest.json").exists():
@@ -57,6 +82,7 @@ def main() -> None:
     ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
     ap.add_argument("--early-stopped", action="store_true",
                     help="also MARC-32 trained with early stopping on the validation split's pairs (its own row)")
+    ap.add_argument("--ctr-model", default="MMoE", choices=["MMoE", "PLE", "DIN", "DeepFM"])
     ap.add_argument("--main-label", default=None,
                     help="the action to predict (default: the dataset's, MovieLens and KuaiRand like)")
     args = ap.parse_args()
@@ -81,15 +107,18 @@ def main() -> None:
                f"main label {label}.", ""]
 
         # 1. the probe
-        cached = root / "probe_rows.json"  # the probe's CTR runs are the slow part: kept between runs
+        tag = "" if args.ctr_model == "MMoE" else f"-{args.ctr_model}"  # MMoE runs keep the original names
+        cached = root / f"probe_rows{tag}.json"  # the probe's CTR runs are the slow part: kept between runs
         if cached.exists():
             rows = json.loads(cached.read_text())
         else:
-            rows = layer_probe(data, reps, root / "vectors", dims=args.dims, seeds=[0], init_args=CTR,
+            rows = layer_probe(data, reps, root / "vectors", dims=args.dims, seeds=[0], model=args.ctr_model,
+                               init_args=CTR,
                                epochs=args.epochs, main_label=label)
             cached.write_text(json.dumps(rows))
         probe = summarize(rows)
-        plot_probe(probe, root / "probe.png", f"layer probe, {args.encoder} on {name} (synthetic)")
+        plot_probe(probe, root / f"probe{tag}.png",
+                   f"layer probe, {args.encoder} on {name} (synthetic), {args.ctr_model}")
         out += ["## Layer probe (seed 0)", "", format_probe(probe), ""]
         middle = [r for r in probe if r["method"] == "pca" and r["d"] == 32 and 0 < r["layer"] < final]
         best_middle = max(middle, key=lambda r: r["auc"])["layer"]
@@ -97,7 +126,7 @@ def main() -> None:
         # 2. MARC vs baselines at d = 32
         pairs = training_pairs(data, label)
         valid = training_pairs(data, label, VALID) if args.early_stopped else None
-        runs = root / "results_rows.json"  # CTR runs done, by "method|seed": a rerun only does what is missing
+        runs = root / f"results_rows{tag}.json"  # CTR runs done, by "method|seed": a rerun only does what is missing
         done = json.loads(runs.read_text()) if runs.exists() else {}
         results: dict[str, list[dict]] = {}
         bytes_per_item = {}
@@ -114,6 +143,9 @@ def main() -> None:
                 save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
                            {"method": "autoencoder", "layer": final, "seed": seed})
             files["final layer autoencoder-32"] = ae
+            oracle = planted_themes(name, data, args.users, args.items, vec / "planted-themes.safetensors")
+            if oracle is not None:
+                files["planted theme, one-hot (the truth the titles carry)"] = oracle
             variants = [("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32)), None, "mrl32"),
                         ("MARC-32", MARCConfig(dim=32), None, "marc32")]
             if valid is not None:
@@ -134,7 +166,7 @@ def main() -> None:
                         bytes_per_item[method] = f.get_slice("item").get_shape()[1] * 4
                 key = f"{method}|{seed}"
                 if key not in done:
-                    done[key] = train_ctr(data, path, init_args=CTR, epochs=args.epochs,
+                    done[key] = train_ctr(data, path, model=args.ctr_model, init_args=CTR, epochs=args.epochs,
                                           seed=seed, main_label=label)
                     runs.write_text(json.dumps(done))
                 m = done[key]
@@ -142,15 +174,15 @@ def main() -> None:
                 print(f"{name} seed {seed} {method}: auc {m['auc']:.4f} logloss {m['logloss']:.4f}", flush=True)
 
         out += ["## MARC vs baselines, d = 32", "",
-                f"MMoE (dim 16, {args.epochs} epochs) on the test split, mean ± std over seeds {args.seeds}.", "",
+                f"{args.ctr_model} (dim 16, {args.epochs} epochs) on the test split, mean ± std over seeds {args.seeds}.", "",
                 "| features | AUC | LogLoss | bytes per item (fp32) |", "| :-- | --: | --: | --: |"]
         for method, ms in results.items():
             aucs, lls = [m["auc"] for m in ms], [m["logloss"] for m in ms]
             sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
             out.append(f"| {method} | {statistics.mean(aucs):.4f} ± {sd:.4f} | {statistics.mean(lls):.4f} | "
                        f"{bytes_per_item.get(method, 0)} |")
-        (root / "results.md").write_text("\n".join(out) + "\n")
-        (root / "results.json").write_text(json.dumps({"probe": probe, "results": results}, indent=1))
+        (root / f"results{tag}.md").write_text("\n".join(out) + "\n")
+        (root / f"results{tag}.json").write_text(json.dumps({"probe": probe, "results": results}, indent=1))
         print("\n".join(out), flush=True)
 
 

@@ -341,7 +341,7 @@ def marc_probe(
     dims: list[int] = [16, 32, 64],  # noqa: B006
     methods: list[Literal["pca", "linear"]] = ["pca", "linear"],  # noqa: B006
     seeds: list[int] = [0],  # noqa: B006
-    model: Literal["MMoE", "PLE", "DIN"] = "MMoE",
+    model: Literal["MMoE", "PLE", "DIN", "DeepFM"] = "MMoE",
     dim: int = 16,
     epochs: int = 2,
     batch_size: int = 512,

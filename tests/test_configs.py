@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 def test_there_are_configs():
     names = {p.stem for p in CONFIGS}
-    assert {"a2gen_tmall", "a2gen_kuairand", "mmoe_tmall", "ple_tmall", "din_tmall", "sasrec_kuairand",
+    assert {"a2gen_tmall", "a2gen_kuairand", "mmoe_tmall", "ple_tmall", "din_tmall", "deepfm_tmall", "sasrec_kuairand",
             "gems_kuairand1k", "gems_kuairand27k"} <= names
 
 

@@ -33,11 +33,12 @@ from recsys.data.errors import DataError
 
 def registered_models() -> dict[str, type]:
     from recsys.models.a2gen import A2GenModule
+    from recsys.models.deepfm import DeepFM
     from recsys.models.din import DIN
     from recsys.models.mmoe import MMoE
     from recsys.models.ple import PLE
 
-    return {"A2Gen": A2GenModule, "MMoE": MMoE, "PLE": PLE, "DIN": DIN}
+    return {"A2Gen": A2GenModule, "MMoE": MMoE, "PLE": PLE, "DIN": DIN, "DeepFM": DeepFM}
 
 
 @dataclass

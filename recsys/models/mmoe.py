@@ -109,22 +109,28 @@ class ChainInput(nn.Module):
         if history_summary:
             self.out_dim += dim + 2 * spec.num_slots + 1
 
-    def forward(self, batch: ChainBatch) -> tuple[torch.Tensor, dict]:
+    def fields(self, batch: ChainBatch) -> tuple[list[torch.Tensor], list[torch.Tensor], dict]:
+        """The input before concatenation: ``(fields, dense, embedded)``. ``fields`` are the ``[B, dim]``
+        vectors of one field each (every single-valued key, pooled tags, each pretrained table, the history
+        mean), what a factorization machine crosses; ``dense`` the history's other numbers (``[B, 2 S]``
+        mean action slots and ``[B, 1]`` log-length; empty without ``history_summary``)."""
         emb = self.features(batch.features)
-        parts = [SparseFeatures.single(emb, k) for k in self.single_keys]
+        fields = [SparseFeatures.single(emb, k) for k in self.single_keys]
+        dense: list[torch.Tensor] = []
         if self.has_tags:
-            parts.append(SparseFeatures.pooled(emb, "tags"))
+            fields.append(SparseFeatures.pooled(emb, "tags"))
         if self.pretrained is not None:
-            parts += self.pretrained(batch.features)
+            fields += self.pretrained(batch.features)
         if self.history_summary:
             lengths = emb["history"].lengths()
             slots = slot_features(self.spec, batch.history_flags, batch.history_times)
-            parts += [
-                segment_mean(item_representation(emb, history=True), lengths),
-                segment_mean(slots, lengths),
-                torch.log1p(lengths.to(slots.dtype)).unsqueeze(-1),
-            ]
-        return torch.cat(parts, dim=-1), emb
+            fields.append(segment_mean(item_representation(emb, history=True), lengths))
+            dense += [segment_mean(slots, lengths), torch.log1p(lengths.to(slots.dtype)).unsqueeze(-1)]
+        return fields, dense, emb
+
+    def forward(self, batch: ChainBatch) -> tuple[torch.Tensor, dict]:
+        fields, dense, emb = self.fields(batch)
+        return torch.cat(fields + dense, dim=-1), emb
 
 
 class ChainHeadsModule(ChainRankingModule):

@@ -3,7 +3,7 @@
 MARC (arXiv 2604.18146, ``../shared/PAPERS.md`` §5) caches large-model representations of items and users
 offline and feeds them, compressed, to a CTR model. This module is that last hop: a safetensors file with a
 ``[num_items, d]`` tensor ``item`` and/or a ``[num_users, d]`` tensor ``user`` (row ``i`` = vocabulary index
-``i`` of the prepared dataset, row 0 = padding), read by the ranking models (MMoE, PLE, DIN) as extra
+``i`` of the prepared dataset, row 0 = padding), read by the ranking models (MMoE, PLE, DIN, DeepFM) as extra
 single-valued features next to their id embeddings::
 
     kjt["item"] values [4, 7]  ->  item_vectors[[4, 7]]  [2, d]  -> standardize -> (bottleneck) -> Linear -> [2, dim]

@@ -1,4 +1,4 @@
-"""A2Gen's baselines (MMoE, PLE, DIN-style) on real chain batches of the small prepared datasets: shapes and
+"""A2Gen's baselines (MMoE, PLE, DIN-style, DeepFM) on real chain batches of the small prepared datasets: shapes and
 ranges, the shared objective, a one-batch overfit, per-sample independence, vectorisation, DIN's use of the
 history, and a short Lightning fit + test with a checkpoint round trip."""
 
@@ -15,16 +15,18 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+import recsys.models.deepfm as deepfm_module
 import recsys.models.mlp as mlp_module
 import recsys.models.mmoe as mmoe_module
 from recsys.data.batches import ChainBatch
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.models.chain_module import target_to_time, time_to_target
+from recsys.models.deepfm import DeepFM
 from recsys.models.din import DIN
 from recsys.models.mmoe import MMoE
 from recsys.models.ple import PLE
 
-MODELS = {"mmoe": MMoE, "ple": PLE, "din": DIN}
+MODELS = {"mmoe": MMoE, "ple": PLE, "din": DIN, "deepfm": DeepFM}
 DATASETS = ("tmall", "kuairand")
 
 
@@ -51,7 +53,7 @@ def first_batch(dm: ChainDataModule, n: int = 64, stage: str = "train") -> Chain
     return dm.samples(stage).__getitems__(list(range(n)))
 
 
-def build(name: str, dm: ChainDataModule, **kwargs) -> MMoE | PLE | DIN:
+def build(name: str, dm: ChainDataModule, **kwargs) -> MMoE | PLE | DIN | DeepFM:
     torch.manual_seed(0)
     return MODELS[name](dm.feature_cardinalities, dm.spec_dict, **kwargs)
 
@@ -67,7 +69,7 @@ def with_history(batch: ChainBatch, values: torch.Tensor) -> ChainBatch:
 
 
 def test_doctests():
-    for module in (mlp_module, mmoe_module):
+    for module in (mlp_module, mmoe_module, deepfm_module):
         assert doctest.testmod(module).failed == 0
 
 
@@ -229,3 +231,25 @@ def test_lightning_fit_test_and_checkpoint(name, dataset, optimizer, data, tmp_p
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict(batch).probs, model.predict(batch).probs)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_deepfm_adds_the_pairwise_dot_products_of_its_fields(dataset, data):
+    """Eq. 1-2 of DeepFM: logits = first order + sum_{i<j} <v_i, v_j> + the deep part, written out pair by
+    pair here; a per-action FM weight changes its own action's logit only."""
+    dm = data[dataset]
+    model = build("deepfm", dm).eval()
+    batch = first_batch(dm)
+    with torch.no_grad():
+        fields, dense, _ = model.inputs.fields(batch)
+        n = len(fields)
+        assert n >= 3 and all(f.shape == (64, model.hparams.dim) for f in fields)
+        pairs = sum((fields[i] * fields[j]).sum(-1) for i in range(n) for j in range(i + 1, n))
+        x = torch.cat(fields + dense, dim=-1)
+        expected = model.first_order(x) + pairs.unsqueeze(-1) + model.action_head(model.deep(x))
+        logits, _ = model(batch)
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+        model.fm_weights.view(-1, model.hparams.dim)[0].mul_(2.0)  # action 0's u_0
+        moved, _ = model(batch)
+    torch.testing.assert_close(moved[:, 0], logits[:, 0] + pairs, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(moved[:, 1:], logits[:, 1:])

@@ -1,5 +1,5 @@
 """Fixed item / user vectors as ranking features: frozen, standardized, checked against the vocabularies,
-read by MMoE, PLE and DIN; the layer probe trains a CTR model per (layer, compression, d)."""
+read by MMoE, PLE, DIN and DeepFM; the layer probe trains a CTR model per (layer, compression, d)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from recsys.data.chain_ranking import ChainDataModule
 from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize
+from recsys.models.deepfm import DeepFM
 from recsys.models.din import DIN
 from recsys.models.mmoe import MMoE
 from recsys.models.ple import PLE
@@ -32,7 +33,7 @@ def vectors(chain_dm, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("cls", [MMoE, PLE, DIN])
+@pytest.mark.parametrize("cls", [MMoE, PLE, DIN, DeepFM])
 def test_models_read_pretrained_vectors_frozen(cls, chain_dm, vectors):
     card, spec = chain_dm.feature_cardinalities, chain_dm.spec_dict
     plain = cls(card, spec, dim=8)
