@@ -34,8 +34,9 @@ from recsys.data.splits import SPLIT_NAMES
 class ChainTables:
     """Ranking tables plus the chains, their label sequences and history boundaries."""
 
-    def __init__(self, dataset: PreparedDataset, context: list[str] | None) -> None:
-        self.t = RankingTables(dataset, None, context)
+    def __init__(self, dataset: PreparedDataset, context: list[str] | None,
+                 side_features: list[str] | None = None) -> None:
+        self.t = RankingTables(dataset, None, context, side_features)
         self.chains: Chains = build_chains(dataset, self.t.events)
         c = self.chains
         self.tokens, self.token_times = c.label_sequences()
@@ -155,6 +156,9 @@ class ChainDataModule(BatchedDataModule):
         data: folder of a prepared dataset.
         context: event columns used as context features (``None``: ``tab``, ``hour`` where present).
         max_len: history length (previous chains).
+        side_features: the item / user side fields to use (``tags`` included), e.g. ``[]`` for ids and
+            context only (a feature ablation: what else, such as text vectors, can stand in for them);
+            ``None``: all of them.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class ChainDataModule(BatchedDataModule):
         data: str | Path,
         context: list[str] | None = None,
         max_len: int = 50,
+        side_features: list[str] | None = None,
         batch_size: int = 512,
         eval_batch_size: int = 2048,
         num_workers: int = 0,
@@ -175,7 +180,7 @@ class ChainDataModule(BatchedDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables is None:
-            self.tables = ChainTables(self.dataset, self.hparams.context)
+            self.tables = ChainTables(self.dataset, self.hparams.context, self.hparams.side_features)
 
     @property
     def spec(self) -> ChainSpec:

@@ -46,7 +46,8 @@ _CONTEXT = ("tab", "hour")
 class RankingTables:
     """Everything the ranking samples read, loaded once: user-ordered events and side tables."""
 
-    def __init__(self, dataset: PreparedDataset, positive: str | list[str] | None, context: list[str] | None) -> None:
+    def __init__(self, dataset: PreparedDataset, positive: str | list[str] | None, context: list[str] | None,
+                 side_features: list[str] | None = None) -> None:
         self.dataset = dataset
         schema = dataset.scan_events().collect_schema()
         self.context = [c for c in (_CONTEXT if context is None else context) if c in schema]
@@ -77,9 +78,18 @@ class RankingTables:
         vocab = dataset.manifest.vocab_sizes
         self.item_fields = [c for c in items.columns if c in vocab and c not in ("item", "user") and items[c].dtype != pl.List]
         self.user_fields = [c for c in users.columns if c in vocab and c not in ("item", "user")]
+        self.has_tags = "tags" in items.columns
+        if side_features is not None:  # a feature ablation: only these side fields (ids and context stay)
+            available = self.item_fields + ["tags"] * self.has_tags + self.user_fields
+            unknown = sorted(set(side_features) - set(available))
+            if unknown:
+                raise ValueError(f"side_features {unknown} are not side fields of {dataset.path}; "
+                                 f"expected some of {available}")
+            self.item_fields = [c for c in self.item_fields if c in side_features]
+            self.user_fields = [c for c in self.user_fields if c in side_features]
+            self.has_tags = self.has_tags and "tags" in side_features
         self.item_side = {c: items[c].to_numpy().astype(np.int64) for c in self.item_fields}
         self.user_side = {c: users[c].to_numpy().astype(np.int64) for c in self.user_fields}
-        self.has_tags = "tags" in items.columns
         if self.has_tags:
             tags = items["tags"]
             self.tag_offsets = np.r_[0, np.cumsum(tags.list.len().fill_null(0).to_numpy())]
@@ -162,6 +172,8 @@ class RankingDataModule(BatchedDataModule):
         negatives: sampled negative items per training event (for logs of positives only, e.g. Tmall).
         eval_negatives: the same for validation and test (defaults to ``negatives``).
         sampler: ``"uniform"`` or ``"popularity"`` (training-period counts ** 0.75).
+        side_features: the item / user side fields to use (``tags`` included), e.g. ``[]`` for ids and
+            context only; ``None``: all of them.
     """
 
     def __init__(
@@ -173,6 +185,7 @@ class RankingDataModule(BatchedDataModule):
         negatives: int = 0,
         eval_negatives: int | None = None,
         sampler: Literal["uniform", "popularity"] = "popularity",
+        side_features: list[str] | None = None,
         batch_size: int = 512,
         eval_batch_size: int = 2048,
         num_workers: int = 0,
@@ -198,7 +211,7 @@ class RankingDataModule(BatchedDataModule):
         if self.tables is not None:
             return
         hp = self.hparams
-        self.tables = RankingTables(self.dataset, hp.positive, hp.context)
+        self.tables = RankingTables(self.dataset, hp.positive, hp.context, hp.side_features)
         sampler = NegativeSampler(self.dataset.num_items, hp.sampler,
                                   counts=self.tables.item_counts if hp.sampler == "popularity" else None)
         eval_neg = hp.negatives if hp.eval_negatives is None else hp.eval_negatives

@@ -31,21 +31,21 @@ log = logging.getLogger(__name__)
 
 def train_ctr(data: str | Path, vectors: Path | None, *, model: str = "MMoE", init_args: dict | None = None,
               bottleneck: int | None = None, epochs: int = 2, batch_size: int = 512, seed: int = 0,
-              main_label: str = "like") -> dict[str, float]:
-    """Test metrics of one CTR model trained on ``data`` with the ``vectors`` file as features (``None``: ids
-    only)."""
+              main_label: str = "like", side_features: list[str] | None = None) -> dict[str, float]:
+    """Test metrics of one CTR model trained on ``data`` with the ``vectors`` file as features (``None``: no
+    vectors; ``side_features``: the dataset's side fields it reads, ``None`` all, ``[]`` ids only)."""
     args = dict(init_args or {})
     if vectors is not None:
         args |= {"pretrained": str(vectors), "pretrained_bottleneck": bottleneck}
     return train_entry(ZooEntry(name=model, model=model, init_args=args), data, epochs=epochs,
-                       batch_size=batch_size, seed=seed, main_label=main_label)
+                       batch_size=batch_size, seed=seed, main_label=main_label, side_features=side_features)
 
 
 def layer_probe(data: str | Path, layers: dict[int, tuple[torch.Tensor, torch.Tensor]], work: Path, *,
                 dims: Sequence[int] = (16, 32, 64), methods: Sequence[str] = ("pca", "linear"),
                 seeds: Sequence[int] = (0,), model: str = "MMoE", init_args: dict | None = None,
                 epochs: int = 2, batch_size: int = 512, main_label: str = "like",
-                progress: Callable[[str], None] = print) -> list[dict]:
+                side_features: list[str] | None = None, progress: Callable[[str], None] = print) -> list[dict]:
     """Rows ``{layer, method, d, seed, auc, logloss}`` (``layer = -1, method = "none"``: no text features).
 
     ``layers`` maps a layer index (0 = the embedding output) to ``(item_h [num_items, H], user_h [num_users,
@@ -59,7 +59,7 @@ def layer_probe(data: str | Path, layers: dict[int, tuple[torch.Tensor, torch.Te
     def run(layer: int, method: str, d: int, vectors: Path | None, bottleneck: int | None) -> None:
         for seed in seeds:
             m = train_ctr(data, vectors, model=model, init_args=init_args, bottleneck=bottleneck, epochs=epochs,
-                          batch_size=batch_size, seed=seed, main_label=main_label)
+                          batch_size=batch_size, seed=seed, main_label=main_label, side_features=side_features)
             rows.append({"layer": layer, "method": method, "d": d, "seed": seed, "auc": m["auc"],
                          "logloss": m["logloss"]})
             progress(f"layer {layer:>3} {method:>6} d={d:<4} seed {seed}: auc {m['auc']:.4f} "

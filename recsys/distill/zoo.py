@@ -73,12 +73,13 @@ def load_zoo(path: str | Path) -> list[ZooEntry]:
 
 
 def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: int, seed: int,
-                main_label: str) -> dict[str, float]:
+                main_label: str, side_features: list[str] | None = None) -> dict[str, float]:
     """Train one configuration from scratch on ``data`` (a prepared dataset or a memory); its test
-    metrics for the main label and its training cost."""
+    metrics for the main label and its training cost (``side_features``: see
+    :class:`~recsys.data.chain_ranking.ChainDataModule`)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run is ours to print
     L.seed_everything(seed, verbose=False)
-    dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed)
+    dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed, side_features=side_features)
     model = registered_models()[entry.model](dm.feature_cardinalities, dm.spec_dict, **entry.init_args)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)

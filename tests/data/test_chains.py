@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from recsys.data.chain_ranking import ChainDataModule
@@ -80,3 +81,22 @@ def test_kuairand_chains_and_batches(prepared_kuairand):
     assert batch.history_flags.shape == (hist.values().numel(), dm.spec.num_slots)
     assert torch.equal(batch.features["history_author"].lengths(), hist.lengths())
     assert int(hist.lengths().max()) <= 4
+
+
+def test_side_features_choose_the_item_and_user_fields(prepared_kuairand):
+    """A feature ablation keeps ids, context and history, and only the named side fields (with their
+    history copies); a name that is no side field of the dataset is refused with the choices."""
+    full = ChainDataModule(prepared_kuairand, max_len=4, batch_size=32)
+    ids_only = ChainDataModule(prepared_kuairand, max_len=4, batch_size=32, side_features=[])
+    some = ChainDataModule(prepared_kuairand, max_len=4, batch_size=32, side_features=["author", "tags"])
+    assert {"author", "tags", "history_author", "user_active_degree"} <= set(full.feature_cardinalities)
+    assert set(ids_only.feature_cardinalities) == {"user", "item", "tab", "hour", "history"}
+    assert set(some.feature_cardinalities) == {"user", "item", "author", "tags", "tab", "hour", "history",
+                                               "history_author"}
+    for dm in (ids_only, some):
+        batch = next(iter(dm.train_dataloader()))
+        assert set(batch.features.keys()) == set(dm.feature_cardinalities)
+    base = next(iter(full.train_dataloader()))
+    assert torch.equal(batch.features["author"].values(), base.features["author"].values())  # same samples
+    with pytest.raises(ValueError, match=r"side_features \['colour'\] are not side fields of .*expected some of"):
+        ChainDataModule(prepared_kuairand, side_features=["colour"]).setup()
