@@ -4,7 +4,7 @@ MovieLens-1M-format data with planted title themes and on KuaiRand-format templa
 Per dataset: every layer of the encoder (all-MiniLM-L6-v2 from the ``minilm`` extra by default) over the
 item and user texts (``recsys.distill.text`` templates), cached; then
 
-1. the probe: every layer x d in {16, 32, 64} x {PCA, learned linear}, one CTR model (MMoE) each;
+1. the probe: every layer x d in {16, 32, 64} x {PCA, learned linear}, one CTR model (``--ctr-model``) each;
 2. at d = 32, over ``--seeds`` seeds (the seed drives both the compression's and the CTR model's training):
    no text features; final-layer PCA; best-middle-layer PCA (the best probe layer strictly between the
    embeddings and the final layer); the uncompressed final layer (384-d through the CTR model's own linear
@@ -12,10 +12,14 @@ item and user texts (``recsys.distill.text`` templates), cached; then
    on synthetic MovieLens also the planted truth (each item's hidden theme, one-hot: what the titles' theme
    words say).
 
-``--ctr-model`` picks the CTR model (MMoE by default; DeepFM crosses the text vector with the user's
-embedding by a dot product); its runs are kept apart from the other models' in the work folder.
+``--ctr-model`` picks the CTR model: DeepFM (default), whose FM term crosses a text vector with the user's
+embedding, or MMoE, PLE, DIN, which concatenate it (MMoE could not use even the planted truth: BENCHMARKS.md);
+each model's runs are kept apart in the work folder (MMoE's under the original file names).
+``--side-features`` restricts the side fields the CTR model reads (alone: ids only, so the text vectors are
+the items' only side information).
 
-Writes ``<work>/<dataset>/results.md``, ``probe.png`` and ``results.json``. Command:
+Writes ``<work>/<dataset>/results-<model>.md``, ``probe-<model>.png`` and ``results-<model>.json`` (MMoE: no
+suffix; ``--side-features`` adds ``-side-...``). Command:
 ``.venv/bin/python benchmarks/marc_results.py`` (about 25 minutes on 2 cores).
 """
 
@@ -107,7 +111,7 @@ def main() -> None:
     ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
     ap.add_argument("--early-stopped", action="store_true",
                     help="also MARC-32 trained with early stopping on the validation split's pairs (its own row)")
-    ap.add_argument("--ctr-model", default="MMoE", choices=["MMoE", "PLE", "DIN", "DeepFM"])
+    ap.add_argument("--ctr-model", default="DeepFM", choices=["MMoE", "PLE", "DIN", "DeepFM"])
     ap.add_argument("--side-features", nargs="*", default=None,
                     help="the item / user side fields the CTR model reads (default all; the flag alone: ids only, "
                          "so the text vectors are the items' only side information)")

@@ -341,7 +341,7 @@ def marc_probe(
     dims: list[int] = [16, 32, 64],  # noqa: B006
     methods: list[Literal["pca", "linear"]] = ["pca", "linear"],  # noqa: B006
     seeds: list[int] = [0],  # noqa: B006
-    model: Literal["MMoE", "PLE", "DIN", "DeepFM"] = "MMoE",
+    model: Literal["MMoE", "PLE", "DIN", "DeepFM"] = "DeepFM",
     dim: int = 16,
     epochs: int = 2,
     batch_size: int = 512,
@@ -362,7 +362,9 @@ def marc_probe(
         dims: compressed widths.
         methods: ``pca`` (fixed components) and/or ``linear`` (a learned map, trained with the CTR model).
         seeds: training seeds of each CTR run.
-        model: the CTR model; dim: its embedding width; epochs, batch_size: its training.
+        model: the CTR model (DeepFM: its FM term crosses a text vector with the user's embedding; MMoE could
+            not use even a planted-truth item feature, BENCHMARKS.md "MARC"); dim: its embedding width;
+            epochs, batch_size: its training.
         pooling: ``mean`` (encoders) or ``last`` (decoder LLMs) over the tokens.
         max_length: tokens per text.
         main_label: the predicted action (default: the dataset's).

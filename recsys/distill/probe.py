@@ -3,8 +3,9 @@ the text encoder make better recommender features than its final layer (the Mid-
 Advantage, MRA)?
 
 For every cached layer ``l`` and width ``d``, the item and user representations are compressed two ways
-and fed to one CTR model of the toolkit (MMoE by default; :mod:`recsys.models.pretrained` reads them as
-features next to the id embeddings), trained from scratch on the training split, and scored on the test
+and fed to one CTR model of the toolkit (DeepFM by default, whose FM term crosses a vector with the
+user's embedding: MMoE, which concatenates it, could not use even a planted-truth item feature in our runs,
+BENCHMARKS.md "MARC"; :mod:`recsys.models.pretrained` reads them as features next to the id embeddings), trained from scratch on the training split, and scored on the test
 split (AUC and LogLoss of the main action):
 
 * ``pca``: the top-``d`` principal components (:func:`recsys.distill.compress.pca`), fixed;
@@ -29,7 +30,7 @@ from recsys.distill.zoo import ZooEntry, train_entry
 log = logging.getLogger(__name__)
 
 
-def train_ctr(data: str | Path, vectors: Path | None, *, model: str = "MMoE", init_args: dict | None = None,
+def train_ctr(data: str | Path, vectors: Path | None, *, model: str = "DeepFM", init_args: dict | None = None,
               bottleneck: int | None = None, epochs: int = 2, batch_size: int = 512, seed: int = 0,
               main_label: str = "like", side_features: list[str] | None = None) -> dict[str, float]:
     """Test metrics of one CTR model trained on ``data`` with the ``vectors`` file as features (``None``: no
@@ -43,7 +44,7 @@ def train_ctr(data: str | Path, vectors: Path | None, *, model: str = "MMoE", in
 
 def layer_probe(data: str | Path, layers: dict[int, tuple[torch.Tensor, torch.Tensor]], work: Path, *,
                 dims: Sequence[int] = (16, 32, 64), methods: Sequence[str] = ("pca", "linear"),
-                seeds: Sequence[int] = (0,), model: str = "MMoE", init_args: dict | None = None,
+                seeds: Sequence[int] = (0,), model: str = "DeepFM", init_args: dict | None = None,
                 epochs: int = 2, batch_size: int = 512, main_label: str = "like",
                 side_features: list[str] | None = None, progress: Callable[[str], None] = print) -> list[dict]:
     """Rows ``{layer, method, d, seed, auc, logloss}`` (``layer = -1, method = "none"``: no text features).
