@@ -3,10 +3,11 @@ the text encoder make better recommender features than its final layer (the Mid-
 Advantage, MRA)?
 
 For every cached layer ``l`` and width ``d``, the item and user representations are compressed two ways
-and fed to one CTR model of the toolkit (DeepFM by default, whose FM term crosses a vector with the
-user's embedding: MMoE, which concatenates it, could not use even a planted-truth item feature in our runs,
-BENCHMARKS.md "MARC"; :mod:`recsys.models.pretrained` reads them as features next to the id embeddings), trained from scratch on the training split, and scored on the test
-split (AUC and LogLoss of the main action):
+and fed to one CTR model of the toolkit (:mod:`recsys.models.pretrained` reads them as features next to the
+id embeddings), trained from scratch on the training split, and scored on the test split (AUC and LogLoss
+of the main action). The default CTR model is DeepFM, whose FM term crosses a vector with the user's
+embedding: MMoE, which concatenates it, could not use even a planted-truth item feature in our runs
+(BENCHMARKS.md, "MARC").
 
 * ``pca``: the top-``d`` principal components (:func:`recsys.distill.compress.pca`), fixed;
 * ``linear``: the full layer with a learned linear map to ``d`` trained with the CTR model.
