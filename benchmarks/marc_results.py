@@ -164,8 +164,9 @@ def main() -> None:
         done = json.loads(runs.read_text()) if runs.exists() else {}
         results: dict[str, list[dict]] = {}
         bytes_per_item = {}
+        vec = root / "vectors"
+        oracle = planted_themes(name, data, args.users, args.items, vec / "planted-themes.safetensors")
         for seed in args.seeds:
-            vec = root / "vectors"
             files = {
                 "no text features": None,
                 f"final layer ({final}) PCA-32": vec / f"layer{final}-pca32.safetensors",
@@ -177,7 +178,6 @@ def main() -> None:
                 save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
                            {"method": "autoencoder", "layer": final, "seed": seed})
             files["final layer autoencoder-32"] = ae
-            oracle = planted_themes(name, data, args.users, args.items, vec / "planted-themes.safetensors")
             if oracle is not None:
                 files["planted theme, one-hot (the truth the titles carry)"] = oracle
             variants = [("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32)), None, "mrl32"),
