@@ -109,8 +109,9 @@ def main() -> None:
     ap.add_argument("--marc-epochs", type=int, default=8)
     ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/marc"))
     ap.add_argument("--fresh-cache", action="store_true", help="re-encode (to measure encoding throughput)")
-    ap.add_argument("--early-stopped", action="store_true",
-                    help="also MARC-32 trained with early stopping on the validation split's pairs (its own row)")
+    ap.add_argument("--early-stopped", action=argparse.BooleanOptionalAction, default=True,
+                    help="also MARC-32 trained with early stopping on the validation split's pairs, what `recsys marc "
+                         "train` does by default (its own row; on by default)")
     ap.add_argument("--ctr-model", default="DeepFM", choices=["MMoE", "PLE", "DIN", "DeepFM"])
     ap.add_argument("--side-features", nargs="*", default=None,
                     help="the item / user side fields the CTR model reads (default all; the flag alone: ids only, "

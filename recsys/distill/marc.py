@@ -219,9 +219,9 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
     before fine-tuning).
 
     ``valid``: held-out pairs (the validation split's): after every epoch their proxy loss is measured
-    (``valid_proxy`` in the history) and the model of the best epoch is returned (early stopping: the codes
-    are fitted to the training pairs' labels, which the CTR model then trains on again, so an overfitted
-    compressor hands it those labels' noise)."""
+    (``valid_proxy`` in the history) and the model of the best epoch is returned, with the fine-tuned
+    encoder's layers of that epoch (early stopping: the codes are fitted to the training pairs' labels, which
+    the CTR model then trains on again, so an overfitted compressor hands it those labels' noise)."""
     torch.manual_seed(config.seed)
     model = MARC(item_h, user_h, config)
     groups = [{"params": list(model.parameters())}]
@@ -246,7 +246,7 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
                 hi = item_h[items[idx]].float()
             else:  # each distinct item of the batch through the encoder once
                 distinct, inverse = items[idx].unique(return_inverse=True)
-                hi = item_encoder(distinct)[inverse]
+                hi = item_encoder(distinct)[inverse].to(item_h.device)  # the encoder may sit on a GPU
             loss, parts = model.loss(users[idx], user_h[users[idx]].float(), hi, labels[idx].float())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"MARC loss is {float(loss)} at epoch {epoch}, step {steps}: {parts}")
@@ -257,17 +257,45 @@ def train_marc(item_h: torch.Tensor, user_h: torch.Tensor, pairs: tuple[torch.Te
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
         means = {k: v / max(steps, 1) for k, v in sums.items()}
-        if valid is not None and item_encoder is None:
-            means["valid_proxy"] = validation_proxy(model, item_h, user_h, valid, config)
+        if valid is not None:
+            means["valid_proxy"] = (validation_proxy(model, item_h, user_h, valid, config) if item_encoder is None
+                                    else _encoded_validation_proxy(model, item_encoder, user_h, valid, config))
             if best is None or means["valid_proxy"] < best[0]:
-                best = (means["valid_proxy"], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best = (means["valid_proxy"], epoch, _trained_state(model, item_encoder))
         history.append(means)
         log.info("MARC epoch %d: %s (%.1f s)", epoch, {k: round(v, 4) for k, v in means.items()},
                  time.perf_counter() - started)
     if best is not None:
-        model.load_state_dict(best[2])
+        model.load_state_dict(best[2]["marc"])
+        if item_encoder is not None:
+            item_encoder.load_state_dict(best[2]["encoder"], strict=False)
         history[best[1]]["best"] = 1.0
     return model.eval(), history
+
+
+def _trained_state(model: MARC, item_encoder: nn.Module | None) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of what training changes: MARC's state and the encoder's trainable parameters (not its frozen
+    layers, which can be gigabytes)."""
+    state = {"marc": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if item_encoder is not None:
+        state["encoder"] = {k: p.detach().clone() for k, p in item_encoder.named_parameters() if p.requires_grad}
+    return state
+
+
+@torch.no_grad()
+def _encoded_validation_proxy(model: MARC, item_encoder: nn.Module, user_h: torch.Tensor,
+                              pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], config: MARCConfig,
+                              batch_size: int = 256) -> float:
+    """:func:`validation_proxy` with the items' representations from the fine-tuned encoder: each distinct
+    validation item encoded once, in eval mode."""
+    users, items, labels = pairs
+    distinct, inverse = items.unique(return_inverse=True)
+    was_training = item_encoder.training
+    item_encoder.eval()
+    h = torch.cat([item_encoder(distinct[s:s + batch_size]).float().to(user_h.device)
+                   for s in range(0, distinct.shape[0], batch_size)])
+    item_encoder.train(was_training)
+    return validation_proxy(model, h, user_h, (users, inverse, labels), config)
 
 
 @torch.no_grad()

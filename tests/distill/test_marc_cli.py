@@ -55,15 +55,17 @@ def test_marc_train_then_probe_and_gems_sids(movielens, tiny_bert, tmp_path, cap
     meta = json.loads(codes.with_suffix(".json").read_text())
     assert tables["item"].shape[1] == 8 and meta["layer"] == 2 and meta["main_label"] == "like"
     assert (tmp_path / "marc" / "cache" / "items" / "manifest.json").exists()
-    stopped = tmp_path / "marc" / "stopped.safetensors"
-    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(stopped),
-                 "--dim", "8", "--epochs", "2", "--early_stopping", "true"]) == 0
-    history = json.loads(stopped.with_suffix(".json").read_text())["history"]
-    assert all("valid_proxy" in h for h in history) and sum(h.get("best", 0) for h in history) == 1
+    assert all("valid_proxy" in h for h in meta["history"]) and sum(h.get("best", 0) for h in meta["history"]) == 1
+    last = tmp_path / "marc" / "last.safetensors"
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(last),
+                 "--dim", "8", "--epochs", "2", "--early_stopping", "false"]) == 0
+    history = json.loads(last.with_suffix(".json").read_text())["history"]
+    assert len(history) == 2 and not any("valid_proxy" in h or "best" in h for h in history)
     tuned = tmp_path / "marc" / "tuned.safetensors"
     assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(tuned),
                  "--dim", "8", "--epochs", "1", "--finetune_layers", "1"]) == 0
-    assert json.loads(tuned.with_suffix(".json").read_text())["finetune_layers"] == 1
+    tuned_meta = json.loads(tuned.with_suffix(".json").read_text())
+    assert tuned_meta["finetune_layers"] == 1 and "valid_proxy" in tuned_meta["history"][0]
     assert not torch.equal(load_file(str(tuned))["item"], tables["item"])
 
     out = tmp_path / "probe"
@@ -97,6 +99,20 @@ def test_bad_inputs_exit_nonzero_with_a_clear_message(movielens, tiny_bert, tmp_
     assert not (tmp_path / "c.safetensors").exists()
 
 
+def test_early_stopping_without_validation_pairs_is_refused(movielens, tiny_bert, tmp_path, capsys, monkeypatch):
+    import recsys.distill.marc_data as marc_data
+    from recsys.data.splits import VALID
+
+    pairs = marc_data.training_pairs
+    monkeypatch.setattr(marc_data, "training_pairs", lambda data, label=None, split=0: tuple(
+        t[:0] for t in pairs(data, label, split)) if split == VALID else pairs(data, label, split))
+    out = tmp_path / "c.safetensors"
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(out)]) == 1
+    assert "validation split's pairs" in capsys.readouterr().err and not out.exists()
+    assert main(["marc", "train", "--data", str(movielens), "--encoder", str(tiny_bert), "--out", str(out),
+                 "--epochs", "1", "--early_stopping", "false"]) == 0
+
+
 def test_finetuning_trains_only_the_last_layers(movielens, tiny_bert):
     from recsys.distill.finetune import TrainableEncoder, last_blocks
     from recsys.distill.marc import MARCConfig, train_marc
@@ -120,3 +136,32 @@ def test_finetuning_trains_only_the_last_layers(movielens, tiny_bert):
     assert not any(n.startswith("h.0.") for n in names)
     with pytest.raises(ValueError, match="cannot fine-tune 4 layers"):
         last_blocks(gpt2, 4)
+
+
+def test_early_stopping_restores_the_best_epochs_encoder_layers(movielens, tiny_bert):
+    """Fine-tuned with validation pairs, MARC returns the best epoch's compressor and encoder layers: the
+    same as training for just that many epochs, and their validation loss is the one recorded for it."""
+    from recsys.data.splits import VALID
+    from recsys.distill.finetune import TrainableEncoder
+    from recsys.distill.marc import MARCConfig, _encoded_validation_proxy, train_marc
+    from recsys.distill.marc_data import encode_dataset, training_pairs
+
+    reps = encode_dataset(movielens, tiny_bert, movielens.parent / "cache-ft")
+    item_h, user_h = reps[max(reps)]
+    pairs, valid = training_pairs(movielens), training_pairs(movielens, split=VALID)
+    config = MARCConfig(dim=8, epochs=4, lr=3e-2, finetune_lr=3e-3)
+
+    def trained(epochs: int, held_out):
+        encoder = TrainableEncoder(tiny_bert, item_texts(movielens), 1)
+        config.epochs = epochs
+        model, history = train_marc(item_h, user_h, pairs, config, item_encoder=encoder, valid=held_out)
+        return model, encoder, history
+
+    model, encoder, history = trained(4, valid)
+    losses = [h["valid_proxy"] for h in history]
+    best = min(range(4), key=losses.__getitem__)
+    assert [h.get("best", 0.0) for h in history] == [1.0 if e == best else 0.0 for e in range(4)]
+    assert _encoded_validation_proxy(model, encoder, user_h, valid, config) == pytest.approx(losses[best], rel=1e-5)
+    _, reference, _ = trained(best + 1, None)
+    for (name, p), (_, q) in zip(encoder.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p, q, msg=name)
