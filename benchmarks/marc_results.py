@@ -8,7 +8,8 @@ item and user texts (``recsys.distill.text`` templates), cached; then
 2. at d = 32, over ``--seeds`` seeds (the seed drives both the compression's and the CTR model's training):
    no text features; final-layer PCA; best-middle-layer PCA (the best probe layer strictly between the
    embeddings and the final layer); the uncompressed final layer (384-d through the CTR model's own linear
-   map); an autoencoder of the final layer; Matryoshka (MRL) codes; MARC's codes from the final layer;
+   map); an autoencoder of the final layer; Matryoshka (MRL) codes; MARC's codes from the final layer,
+   after all ``--marc-epochs`` and early-stopped on the validation split (``recsys marc train``'s default);
    on synthetic MovieLens also the planted truth (each item's hidden theme, one-hot: what the titles' theme
    words say).
 
