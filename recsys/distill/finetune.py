@@ -65,11 +65,14 @@ class TrainableEncoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def encode_all(self, batch_size: int = 256) -> torch.Tensor:
-        """``[len(texts), H]`` with the current weights (row 0, padding, stays zero)."""
+    def encode(self, rows: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """``[len(rows), H]`` on the CPU with the current weights, in eval mode, in batches."""
         was = self.training
         self.eval()
-        out = torch.cat([self(torch.arange(s, min(s + batch_size, len(self.texts))))
-                         for s in range(0, len(self.texts), batch_size)]).cpu()
+        out = torch.cat([self(rows[s:s + batch_size]).cpu() for s in range(0, rows.shape[0], batch_size)])
         self.train(was)
         return out
+
+    def encode_all(self, batch_size: int = 256) -> torch.Tensor:
+        """``[len(texts), H]`` with the current weights (row 0, padding, stays zero)."""
+        return self.encode(torch.arange(len(self.texts)), batch_size)

@@ -282,19 +282,13 @@ def _trained_state(model: MARC, item_encoder: nn.Module | None) -> dict[str, dic
     return state
 
 
-@torch.no_grad()
 def _encoded_validation_proxy(model: MARC, item_encoder: nn.Module, user_h: torch.Tensor,
-                              pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], config: MARCConfig,
-                              batch_size: int = 256) -> float:
-    """:func:`validation_proxy` with the items' representations from the fine-tuned encoder: each distinct
-    validation item encoded once, in eval mode."""
+                              pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], config: MARCConfig) -> float:
+    """:func:`validation_proxy` with the items' representations from the fine-tuned encoder (its
+    ``encode``): each distinct validation item encoded once, in eval mode."""
     users, items, labels = pairs
     distinct, inverse = items.unique(return_inverse=True)
-    was_training = item_encoder.training
-    item_encoder.eval()
-    h = torch.cat([item_encoder(distinct[s:s + batch_size]).float().to(user_h.device)
-                   for s in range(0, distinct.shape[0], batch_size)])
-    item_encoder.train(was_training)
+    h = item_encoder.encode(distinct).float().to(user_h.device)
     return validation_proxy(model, h, user_h, (users, inverse, labels), config)
 
 
