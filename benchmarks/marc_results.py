@@ -18,6 +18,8 @@ embedding, or MMoE, PLE, DIN, which concatenate it (MMoE could not use even the 
 each model's runs are kept apart in the work folder (MMoE's under the original file names).
 ``--side-features`` restricts the side fields the CTR model reads (alone: ids only, so the text vectors are
 the items' only side information).
+``--learned`` keeps only some of the learned rows (``autoencoder mrl marc marc-es``; default all), so a long
+run can spend its CPU on more seeds of the comparison that matters.
 
 Writes ``<work>/<dataset>/results-<model>.md``, ``probe-<model>.png`` and ``results-<model>.json`` (MMoE: no
 suffix; ``--side-features`` adds ``-side-...``). Command:
@@ -43,6 +45,7 @@ from recsys.distill.marc_data import encode_dataset, main_label_of, training_pai
 from recsys.distill.probe import format_probe, layer_probe, plot_probe, summarize, train_ctr
 
 CTR = {"dim": 16}
+LEARNED = ("autoencoder", "mrl", "marc", "marc-es")  # the learned compressions' rows, as --learned names them
 
 
 def planted_ceiling(name: str, data: Path, users: int, items: int, label: str) -> dict[str, float]:
@@ -113,6 +116,9 @@ def main() -> None:
     ap.add_argument("--early-stopped", action=argparse.BooleanOptionalAction, default=True,
                     help="also MARC-32 trained with early stopping on the validation split's pairs, what `recsys marc "
                          "train` does by default (its own row; on by default)")
+    ap.add_argument("--learned", nargs="*", default=list(LEARNED), choices=list(LEARNED),
+                    help="which learned compressions to train and score (default all; a long run can spend its CPU "
+                         "on fewer rows and more seeds)")
     ap.add_argument("--ctr-model", default="DeepFM", choices=["MMoE", "PLE", "DIN", "DeepFM"])
     ap.add_argument("--side-features", nargs="*", default=None,
                     help="the item / user side fields the CTR model reads (default all; the flag alone: ids only, "
@@ -161,7 +167,8 @@ def main() -> None:
 
         # 2. MARC vs baselines at d = 32
         pairs = training_pairs(data, label)
-        valid = training_pairs(data, label, VALID) if args.early_stopped else None
+        learned = set(args.learned) - (set() if args.early_stopped else {"marc-es"})
+        valid = training_pairs(data, label, VALID) if "marc-es" in learned else None
         runs = root / f"results_rows{tag}.json"  # CTR runs done, by "method|seed": a rerun only does what is missing
         done = json.loads(runs.read_text()) if runs.exists() else {}
         results: dict[str, list[dict]] = {}
@@ -176,17 +183,19 @@ def main() -> None:
                 f"final layer uncompressed ({item_h.shape[1]}-d)": vec / f"layer{final}-full.safetensors",
             }
             ae = vec / f"ae32-s{seed}.safetensors"
-            if not ae.exists():
-                save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)}, ae,
-                           {"method": "autoencoder", "layer": final, "seed": seed})
-            files["final layer autoencoder-32"] = ae
+            if "autoencoder" in learned:
+                if not ae.exists():
+                    save_codes({"item": autoencoder(item_h, 32, seed=seed), "user": autoencoder(user_h, 32, seed=seed)},
+                               ae, {"method": "autoencoder", "layer": final, "seed": seed})
+                files["final layer autoencoder-32"] = ae
             if oracle is not None:
                 files["planted theme, one-hot (the truth the titles carry)"] = oracle
-            variants = [("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32)), None, "mrl32"),
-                        ("MARC-32", MARCConfig(dim=32), None, "marc32")]
-            if valid is not None:
-                variants.append(("MARC-32, early-stopped on validation", MARCConfig(dim=32), valid, "marc32es"))
-            for label_name, cfg, held_out, stem in variants:
+            variants = [("MRL-32 (8/16/32)", MARCConfig(dim=32, mrl_dims=(8, 16, 32)), None, "mrl32", "mrl"),
+                        ("MARC-32", MARCConfig(dim=32), None, "marc32", "marc"),
+                        ("MARC-32, early-stopped on validation", MARCConfig(dim=32), valid, "marc32es", "marc-es")]
+            for label_name, cfg, held_out, stem, row in variants:
+                if row not in learned:
+                    continue
                 cfg.epochs, cfg.seed = args.marc_epochs, seed
                 path = vec / f"{stem}-item-s{seed}.safetensors"
                 if not path.exists():
