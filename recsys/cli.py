@@ -427,7 +427,8 @@ def marc_train(
         dim: code width.
         proxy: ``bce`` on (user, item, label) pairs, or ``contrastive`` over the liked pairs.
         matcher: the matching network: a deeper ``mlp`` or a ``cross`` network.
-        keep / decouple: weights of -nHSIC(h, z) and nHSIC(z, matcher hidden).
+        keep / decouple: weights of -nHSIC(h, z) and nHSIC(z, matcher hidden) (the latter moves the codes only:
+            its gradient stops at the matcher, which it would otherwise switch off).
         user_side: users as learned ``id`` embeddings, or their compressed ``text`` representations.
         finetune_layers: fine-tune the encoder's last this many layers on the item texts (0: frozen, cached).
         epochs, seed: training.

@@ -14,10 +14,18 @@ win by splitting the work into modules (§5.1-5.2):
   task-specific adaptation happens in ``M``, not in ``z``.
 * **Modular task decoupling** with HSIC constraints (:mod:`recsys.distill.hsic`, normalized, RBF kernels,
   median bandwidth): *maximize* ``nHSIC(h, z)`` (the code keeps the representation's information) and
-  *minimize* ``nHSIC(z, m)`` between the code and ``M``'s last hidden layer (the code does not become the
+  *minimize* ``nHSIC(z, sg(m))`` between the code and ``M``'s last hidden layer (the code does not become the
   task head's features)::
 
-      loss = proxy(M(z_u, z_i), y) - keep * (nHSIC(h_i, z_i) + nHSIC(h_u, z_u)) / 2 + decouple * nHSIC([z_u, z_i], m)
+      loss = proxy(M(z_u, z_i), y) - keep * (nHSIC(h_i, z_i) + nHSIC(h_u, z_u)) / 2 + decouple * nHSIC([z_u, z_i], sg(m))
+
+  ``sg`` is stop-gradient (our choice): the constraint moves the codes, not the matcher. Since ``m`` is a
+  function of ``z``, a matcher free to lower ``nHSIC(z, m)`` reaches 0 by making ``m`` constant, every
+  ReLU of its last layer off, and a dead ReLU layer never recovers: the proxy then stays at the base rate's
+  loss and the codes are trained by the keep term alone. Before this choice that happened in 2 of 3 seeds on
+  synthetic MovieLens (2,000 items) and in every seed on KuaiRand-format data with 30,000 users.
+  ``matcher_active`` in the history (the share of the last hidden layer's units active on some pair of the
+  batch) shows whether the task head is alive.
 
 * **Proxy task**: ``bce`` on the training split's (user, item, liked) pairs, or ``contrastive``: in-batch
   softmax of ``M``'s scores over the liked pairs (each user against the batch's items).
@@ -183,9 +191,15 @@ class MARC(nn.Module):
             total = total - cfg.keep * keep
             parts["hsic_keep"] = float(keep.detach())
             if m.shape[0] >= 2:  # m and pair are aligned (bce: the batch's pairs; contrastive: its liked ones)
-                decouple = normalized_hsic(pair[:n], m[:n])
+                # m enters as data (detached): the constraint shapes the codes, never the matcher. With
+                # gradients into m too, its cheapest minimum is a constant m, i.e. a dead matcher (every ReLU
+                # of its last layer off: measured on synthetic MovieLens and KuaiRand-format, where it then
+                # never recovers and the proxy stays at the base rate's loss).
+                decouple = normalized_hsic(pair[:n], m[:n].detach())
                 total = total + cfg.decouple * decouple
                 parts["hsic_decouple"] = float(decouple.detach())
+        if m.shape[0] >= 1:
+            parts["matcher_active"] = float((m.detach() > 0).any(0).float().mean())
         return total, parts
 
     @torch.no_grad()
