@@ -433,9 +433,9 @@ def marc_train(
         finetune_layers: fine-tune the encoder's last this many layers on the item texts (0: frozen, cached).
         epochs, seed: training.
         early_stopping: keep the epoch whose proxy loss on the validation split's pairs is lowest (with a
-            fine-tuned encoder, its layers of that epoch too); ``false``: the last epoch. On by default: in every
-            setting measured with DeepFM it was level with or above the last epoch's codes on the mean (0 to
-            +0.0025 test AUC; BENCHMARKS.md, MARC).
+            fine-tuned encoder, its layers of that epoch too); ``false``: the last epoch. On by default: with
+            DeepFM, 0 to +0.0025 test AUC over the last epoch's codes before the matcher fix, -0.0008 and +0.0021
+            on MovieLens after it (BENCHMARKS.md, MARC).
         cache: hidden-state cache folder (default: ``<out folder>/cache``).
         pooling, max_length: as in ``marc probe``.
         main_label: the label of the pairs (default: the dataset's).

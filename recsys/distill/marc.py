@@ -191,10 +191,7 @@ class MARC(nn.Module):
             total = total - cfg.keep * keep
             parts["hsic_keep"] = float(keep.detach())
             if m.shape[0] >= 2:  # m and pair are aligned (bce: the batch's pairs; contrastive: its liked ones)
-                # m enters as data (detached): the constraint shapes the codes, never the matcher. With
-                # gradients into m too, its cheapest minimum is a constant m, i.e. a dead matcher (every ReLU
-                # of its last layer off: measured on synthetic MovieLens and KuaiRand-format, where it then
-                # never recovers and the proxy stays at the base rate's loss).
+                # sg(m): the constraint moves the codes, never the matcher (else: a dead matcher; module docstring)
                 decouple = normalized_hsic(pair[:n], m[:n].detach())
                 total = total + cfg.decouple * decouple
                 parts["hsic_decouple"] = float(decouple.detach())
