@@ -236,6 +236,7 @@ def distill_diet(
     inner_steps: int = 20,
     unroll: int = 10,
     outer_steps: int = 4,
+    replace_schedule: Literal["reservoir", "fixed"] = "reservoir",
     replace_fraction: float = 0.05,
 ) -> None:
     """Distil a prepared dataset's training stream into a DIET memory (a prepared dataset at ``out``).
@@ -251,13 +252,16 @@ def distill_diet(
         inner_steps: proxy training steps on the memory per outer step.
         unroll: inner steps differentiated (truncated back-propagation).
         outer_steps: meta-gradient steps on the soft labels and weights per block.
-        replace_fraction: most slots replaced per block, as a fraction of the memory.
+        replace_schedule: how many slots a block renews: ``reservoir``, what reservoir sampling renews
+            (memory size x the block's share of the chains seen so far); ``fixed``, at most
+            ``replace_fraction`` of the memory and only slots less influential than the new sample.
+        replace_fraction: with ``fixed``, most slots replaced per block, as a fraction of the memory.
     """
     from recsys.distill.diet import DIETConfig, run_diet
 
     config = DIETConfig(budget=budget, block_days=block_days, main_label=main_label, seed=seed, init_score=init_score,
                         inner_steps=inner_steps, unroll=unroll, outer_steps=outer_steps,
-                        replace_fraction=replace_fraction)
+                        replace_schedule=replace_schedule, replace_fraction=replace_fraction)
     run_diet(data, out, config)
 
 

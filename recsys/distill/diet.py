@@ -26,11 +26,21 @@ smaller than ``m`` is taken whole and later blocks fill the free slots.
 then **influence-aware addressing** with the last inner model ``theta_S``: the TracIn score of every
 slot (its gradient on its soft label, times its weight) and of every new sample against the outer loss's
 gradient; free slots take the best new samples; then, within each main-label stratum, the least
-influential slots are replaced by the most influential new samples while the new one scores higher, at
-most ``replace_fraction x m`` per stage. Before that, if the memory's rate of the main label has drifted
-from the rate of the stream seen so far, the least influential slots of the stratum in surplus give way to
-the best new samples of the stratum in deficit (within the same per-stage cap). The memory never exceeds
-``m``.
+influential slots are replaced by the most influential new samples. Before that, if the memory's rate of
+the main label has drifted from the rate of the stream seen so far, the least influential slots of the
+stratum in surplus give way to the best new samples of the stratum in deficit (counted in the same
+per-stage number). The memory never exceeds ``m``.
+
+How many slots a stage renews is ``replace_schedule``: ``"reservoir"`` (default) renews
+``round(m x n_t / N_t)`` at block ``t`` (``n_t`` its chains, ``N_t`` the chains seen so far), what
+reservoir sampling renews in expectation, so the memory's make-up over time follows the stream's while
+influence decides which slots go and which samples come in; ``"fixed"`` renews at most ``replace_fraction
+x m`` and only while the new sample scores higher than the slot it would replace. Under ``"reservoir"``
+the slots given up come from every earlier block in proportion to what it holds (the least influential
+of each), as a reservoir's uniform evictions do in expectation. The paper gives no schedule: ours is a
+choice. Under ``"fixed"`` a memory stays mostly the first block's (stage 1 fills it,
+5% a block cannot renew it): on one seed of ``benchmarks/diet_ranking.py``'s KuaiRand-format stream such
+a memory reversed the zoo's full-data ranking (Kendall tau -0.64; BENCHMARKS.md, "DIET").
 
 Every stage's memory is saved (``stages/stage_XXXX.safetensors``); randomness comes from
 ``(seed, stage)`` only, so a killed run resumes from its last finished stage with identical results.
@@ -57,6 +67,7 @@ from recsys.distill.selection import quotas, stratified_top
 from recsys.distill.stream import ChainStream, ProxyInputs
 
 InitScore = Literal["tracin", "grad_norm", "el2n"]
+ReplaceSchedule = Literal["reservoir", "fixed"]
 
 
 @dataclass
@@ -82,6 +93,7 @@ class DIETConfig:
     outer_lr: float = 0.1
     outer_samples: int = 2048
     replay: int = 2048
+    replace_schedule: ReplaceSchedule = "reservoir"
     replace_fraction: float = 0.05
 
     def __post_init__(self) -> None:
@@ -89,6 +101,8 @@ class DIETConfig:
             raise ValueError(f"budget must be a fraction in (0, 1) of the stream, got {self.budget}")
         if not 1 <= self.unroll <= self.inner_steps:
             raise ValueError(f"unroll must be in 1..inner_steps ({self.inner_steps}), got {self.unroll}")
+        if self.replace_schedule not in ("reservoir", "fixed"):
+            raise ValueError(f"replace_schedule must be 'reservoir' or 'fixed', got {self.replace_schedule!r}")
         if not 0.0 <= self.replace_fraction <= 1.0:
             raise ValueError(f"replace_fraction must be in [0, 1], got {self.replace_fraction}")
 
@@ -211,9 +225,13 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         new_scores[take] = -math.inf  # taken
         added = len(take)
     replaced = 0
-    budget = int(config.replace_fraction * m)
+    seen_chains = int(stream.bounds[b + 1])
+    if config.replace_schedule == "reservoir":  # what a reservoir sample renews at this block, in expectation
+        budget = min(int(round(m * len(block) / seen_chains)), len(memory))
+    else:
+        budget = int(config.replace_fraction * m)
     slot_main = x_all.labels[memory.positions, stream.main].long()
-    seen = x_all.labels[: int(stream.bounds[b + 1]), stream.main].long()
+    seen = x_all.labels[:seen_chains, stream.main].long()
     target = quotas(len(memory), np.array([int((seen == s).sum()) for s in (0, 1)]))
 
     def swap(slots: torch.Tensor, cands: torch.Tensor) -> None:
@@ -226,7 +244,17 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
 
     def lowest(stratum: int, k: int) -> torch.Tensor:
         slots = torch.nonzero(slot_main == stratum).flatten()
-        return slots[torch.argsort(slot_scores[slots], stable=True)][:k]
+        slots = slots[torch.argsort(slot_scores[slots], stable=True)]
+        if config.replace_schedule == "fixed":
+            return slots[:k]
+        # reservoir: every earlier block gives up slots in proportion to what it holds (as a reservoir's
+        # uniform evictions do, in expectation), its least influential ones
+        origin = np.searchsorted(stream.bounds, memory.positions[slots].numpy(), side="right") - 1
+        blocks, counts = np.unique(origin, return_counts=True)
+        keep = np.zeros(len(slots), dtype=bool)
+        for block_id, quota in zip(blocks, quotas(k, counts)):
+            keep[np.flatnonzero(origin == block_id)[:quota]] = True  # sorted by score: the lowest first
+        return slots[torch.from_numpy(keep)]
 
     def highest(stratum: int, k: int) -> torch.Tensor:
         cands = torch.nonzero((new_main == stratum) & torch.isfinite(new_scores)).flatten()
@@ -240,13 +268,15 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         if need > 0:
             cands = highest(short, need)
             swap(lowest(extra, len(cands)), cands)
-    # then, within each stratum, a new sample replaces a slot while it is more influential
+    # then, within each stratum, the most influential new samples replace the least influential slots
+    # ("fixed": only while the new sample is the more influential)
     left = budget - replaced
     counts = np.array([int((slot_main == s).sum()) for s in (0, 1)])
     for stratum, k in zip((0, 1), quotas(left, counts)):
         slots, cands = lowest(stratum, int(k)), highest(stratum, int(k))
         n = min(len(slots), len(cands))
-        n = int((new_scores[cands[:n]] > slot_scores[slots[:n]]).sum())  # both sorted: a prefix
+        if config.replace_schedule == "fixed":
+            n = int((new_scores[cands[:n]] > slot_scores[slots[:n]]).sum())  # both sorted: a prefix
         if n:
             swap(slots[:n], cands[:n])
     report = StageReport(b, stream.block_first_day[b], len(memory), added, replaced, losses[0], losses[-1],

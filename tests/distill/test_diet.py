@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,31 @@ def test_memory_is_a_prepared_dataset_within_budget(diet_memory: Path, stream: C
     rate = float(stream.inputs().labels[:, stream.main].mean())
     hard = stream.tables.chains.occurred[frame["chain"].to_numpy(), stream.main].mean()
     assert abs(hard - rate) < 0.05
+
+
+def _slots_per_block(memory: Path, stream: ChainStream) -> np.ndarray:
+    block_of = np.empty(len(stream.tables.chains), dtype=np.int64)
+    for b in range(len(stream)):
+        block_of[stream.rows[stream.block(b)]] = b
+    return np.bincount(block_of[pl.read_parquet(memory / "memory.parquet")["chain"].to_numpy()], minlength=len(stream))
+
+
+def test_the_reservoir_schedule_keeps_the_streams_make_up_over_time(
+        prepared_tmall: Path, diet_memory: Path, stream: ChainStream, tmp_path: Path) -> None:
+    """Default schedule: every block holds its share of the memory (as a reservoir sample would, in
+    expectation; the last block exactly ``m x`` its share of the stream); ``fixed`` (5% a block) leaves
+    the memory mostly the first block's."""
+    m = stream.budget_slots(CONFIG.budget)
+    sizes = np.array([len(stream.block(b)) for b in range(len(stream))])
+    share = sizes / sizes.sum()
+    reservoir = _slots_per_block(diet_memory, stream)
+    assert reservoir.sum() == m
+    assert reservoir[-1] == round(m * share[-1])
+    fixed_out = tmp_path / "fixed"
+    run_diet(prepared_tmall, fixed_out, replace(CONFIG, replace_schedule="fixed", replace_fraction=0.05), log=_quiet)
+    fixed = _slots_per_block(fixed_out, stream)
+    assert np.abs(reservoir / m - share).max() < 0.02  # measured: within 0.007 of every block's share
+    assert fixed[0] / m > share[0] + 0.3  # measured: 0.79 against a share of 0.24
 
 
 def test_killed_run_resumes_to_the_identical_memory(prepared_tmall: Path, diet_memory: Path, tmp_path: Path) -> None:
