@@ -31,16 +31,15 @@ the main label has drifted from the rate of the stream seen so far, the least in
 stratum in surplus give way to the best new samples of the stratum in deficit (counted in the same
 per-stage number). The memory never exceeds ``m``.
 
-How many slots a stage renews is ``replace_schedule``: ``"reservoir"`` (default) renews
-``round(m x n_t / N_t)`` at block ``t`` (``n_t`` its chains, ``N_t`` the chains seen so far), what
-reservoir sampling renews in expectation, so the memory's make-up over time follows the stream's while
-influence decides which slots go and which samples come in; ``"fixed"`` renews at most ``replace_fraction
-x m`` and only while the new sample scores higher than the slot it would replace. Under ``"reservoir"``
-the slots given up come from every earlier block in proportion to what it holds (the least influential
-of each), as a reservoir's uniform evictions do in expectation. The paper gives no schedule: ours is a
-choice. Under ``"fixed"`` a memory stays mostly the first block's (stage 1 fills it,
-5% a block cannot renew it): on one seed of ``benchmarks/diet_ranking.py``'s KuaiRand-format stream such
-a memory reversed the zoo's full-data ranking (Kendall tau -0.64; BENCHMARKS.md, "DIET").
+How many slots a stage renews is ``replace_schedule`` (the paper gives none: ours is a choice).
+``"reservoir"`` (default) renews ``round(m x n_t / N_t)`` at block ``t`` (``n_t`` its chains, ``N_t``
+the chains seen so far) and takes the slots given up from every earlier block in proportion to what it
+holds (the least influential of each): what a reservoir sample renews and evicts, in expectation, so the
+memory's make-up over time follows the stream's while influence decides which slots go and which samples
+come in. ``"fixed"`` renews at most ``replace_fraction x m`` and only while the new sample scores higher
+than the slot it would replace; a memory then stays mostly the first block's (stage 1 fills it, 5% a
+block cannot renew it): on one seed of ``benchmarks/diet_ranking.py``'s KuaiRand-format stream such a
+memory reversed the zoo's full-data ranking (Kendall tau -0.64; BENCHMARKS.md, "DIET").
 
 Every stage's memory is saved (``stages/stage_XXXX.safetensors``); randomness comes from
 ``(seed, stage)`` only, so a killed run resumes from its last finished stage with identical results.
@@ -225,11 +224,12 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         new_scores[take] = -math.inf  # taken
         added = len(take)
     replaced = 0
+    fixed = config.replace_schedule == "fixed"
     seen_chains = int(stream.bounds[b + 1])
-    if config.replace_schedule == "reservoir":  # what a reservoir sample renews at this block, in expectation
-        budget = min(int(round(m * len(block) / seen_chains)), len(memory))
-    else:
+    if fixed:
         budget = int(config.replace_fraction * m)
+    else:  # what a reservoir sample renews at this block, in expectation
+        budget = min(int(round(m * len(block) / seen_chains)), len(memory))
     slot_main = x_all.labels[memory.positions, stream.main].long()
     seen = x_all.labels[:seen_chains, stream.main].long()
     target = quotas(len(memory), np.array([int((seen == s).sum()) for s in (0, 1)]))
@@ -245,7 +245,7 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     def lowest(stratum: int, k: int) -> torch.Tensor:
         slots = torch.nonzero(slot_main == stratum).flatten()
         slots = slots[torch.argsort(slot_scores[slots], stable=True)]
-        if config.replace_schedule == "fixed":
+        if fixed:
             return slots[:k]
         # reservoir: every earlier block gives up slots in proportion to what it holds (as a reservoir's
         # uniform evictions do, in expectation), its least influential ones
@@ -275,7 +275,7 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     for stratum, k in zip((0, 1), quotas(left, counts)):
         slots, cands = lowest(stratum, int(k)), highest(stratum, int(k))
         n = min(len(slots), len(cands))
-        if config.replace_schedule == "fixed":
+        if fixed:
             n = int((new_scores[cands[:n]] > slot_scores[slots[:n]]).sum())  # both sorted: a prefix
         if n:
             swap(slots[:n], cands[:n])
