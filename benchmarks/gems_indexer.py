@@ -7,13 +7,16 @@ test period). The same trained model then serves the test users two ways, side b
 
 * **brute force**: every decoder query attends to all 5,000 mid-term keys (stage 1);
 * **indexer**: the lightning indexer picks each query's top-K keys and attention reads only those
-  (stage 3), for several K.
+  (stage 3), for several K;
+* **indexer, shared**: at each beam-search step a user's beams pick K keys together (each key's best
+  indexer score over them, :mod:`recsys.models.shared_index`: our serving choice) and all read those;
+  the first step (one query per user) keeps its own top-``--train-top-k``.
 
 Reported: Recall@K / NDCG@10 on the test samples, and the latency of one user's request (beam width 100),
 split into encoding the streams (the same for both) and the beam search (where they differ), median over
 users. Paper (PAPERS.md §2): 32 ms vs 104 ms at equal recall. Target: >= 2x faster, recall within 1%.
 
-    .venv/bin/python benchmarks/gems_indexer.py [--epochs 4] [--top-k 64 256 1024]
+    .venv/bin/python benchmarks/gems_indexer.py [--epochs 4] [--top-k 64 256 1024] [--shared-top-k 512 1024]
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-top-k", type=int, default=256)
-    parser.add_argument("--top-k", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--top-k", type=int, nargs="*", default=[64, 256, 1024])
+    parser.add_argument("--shared-top-k", type=int, nargs="*", default=[512, 1024])
     parser.add_argument("--latency-users", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, default=DATA["users"])
@@ -111,11 +115,13 @@ def main() -> None:
         ckpt.with_suffix(".json").write_text(json.dumps({"train_s": train_s}))
     print(f"trained {args.epochs} epochs in {train_s:.0f} s", flush=True)
 
-    rows = [("brute force (all 5,000 keys)", 1, None)] + [(f"indexer top-{k}", 3, k) for k in args.top_k]
+    rows = [("brute force (all 5,000 keys)", 1, None, None)] + [(f"indexer top-{k}", 3, k, None) for k in args.top_k]
+    rows += [(f"indexer, beams share top-{k}", 3, args.train_top_k, k) for k in args.shared_top_k]
     results = []
-    for name, stage, k in rows:
+    for name, stage, k, shared_k in rows:
         if k is not None:
             module.model.config.top_k = k
+        module.model.config.shared_top_k = shared_k
         metrics = evaluate(module, dm, stage)
         enc, search = latency(module, dm, stage, args.latency_users)
         results.append((name, metrics, enc, search))

@@ -50,6 +50,7 @@ from recsys.models.attention import EncoderBlock, FeedForward, SelfAttention
 from recsys.models.distributed import global_mean
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
+from recsys.models.shared_index import shared_scores_reference, shared_scores_triton, triton_available
 
 STREAMS = ("recent", "mid", "life")
 #: Boundaries (hours) of the event-age buckets. ``log2``: roughly doubling widths, a week resolved only as
@@ -80,6 +81,10 @@ class GEMsConfig:
     indexer_heads: int = 2
     indexer_dim: int = 16
     top_k: int = 64
+    #: At a beam-search step, the beams of a user pick this many mid-term keys together (by each key's best
+    #: indexer score over them) and all attend to those, instead of each beam its own ``top_k``
+    #: (:mod:`recsys.models.shared_index`; our serving choice, not the paper's). ``None``: per query.
+    shared_top_k: int | None = None
     summary_tokens: int = 8
     num_actions: int = 8
     cardinalities: dict[str, int] = field(default_factory=dict)  # the batch's KJT keys (author tables)
@@ -112,7 +117,7 @@ class GEMsConfig:
         cards = dict(hparams["cardinalities"])
         streams = tuple(hparams.get("streams", STREAMS))
         names = ("dim", "heads", "layers", "encoder_layers", "recent", "indexer_heads", "indexer_dim", "top_k",
-                 "summary_tokens", "dropout", "fusion", "age_buckets", "play_time")
+                 "shared_top_k", "summary_tokens", "dropout", "fusion", "age_buckets", "play_time")
         return cls(num_items=int(next(v for k, v in cards.items() if k in STREAMS)),
                    codebook_sizes=tuple(int(c) for c in codebook_sizes), streams=streams,
                    cardinalities={k: v for k, v in cards.items() if k.split("_")[0] in streams},
@@ -205,6 +210,18 @@ class Indexer(nn.Module):
         q = self.q(queries).view(b, t * self.heads, self.head_dim)
         scores = torch.bmm(q, keys.transpose(1, 2)).relu_().view(b, t, self.heads, m)
         return (self.w(queries).unsqueeze(2) @ scores).squeeze(2)
+
+    def shared_scores(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``queries [B, T, d]`` (a user's beams at one decoding step) -> ``[B, M]``: each key's best score
+        over the user's queries, ``max_t I[b, t, m]`` (:mod:`recsys.models.shared_index`; our serving
+        choice). One fused Triton kernel on a GPU, outside ``torch.compile`` / ``torch.export``; the plain
+        reference elsewhere."""
+        b, t, _ = queries.shape
+        q = self.q(queries).view(b, t, self.heads, self.head_dim)
+        w = self.w(queries)
+        if triton_available(q, keys) and not torch.compiler.is_compiling() and self.head_dim >= 16:
+            return shared_scores_triton(q, w, keys)
+        return shared_scores_reference(q, w, keys)
 
 
 class QuasiLinearSummarizer(nn.Module):
@@ -454,7 +471,8 @@ class GEMs(nn.Module):
                 if s == "mid" and stage >= 2 and mem["memory"].shape[1] > 0:
                     keys = memory_kv["indexer"] if memory_kv is not None else self.indexer.keys(mem["memory"].detach())
                     if stage >= 3 and mem["memory"].shape[1] > self.config.top_k:
-                        out = self.indexed_read(block.cross[s], q, k, v, keys, mem["mask"])
+                        # t == 1: the rows are the user's beams at one step (none sees another's future)
+                        out = self.indexed_read(block.cross[s], q, k, v, keys, mem["mask"], shared=beams > 1 and t == 1)
                     else:
                         out, full = block.cross[s](q, k, v, mask, return_probs=self.training)
                         if self.training:  # KL(p_full || softmax(I)), towards the detached full attention
@@ -492,14 +510,35 @@ class GEMs(nn.Module):
         return torch.log_softmax(self.level_logits(states[:, -1], l), dim=-1), state
 
     def indexed_read(self, cross: CrossAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                     keys: torch.Tensor, mask: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """The mid-term read at stage 3: queries ``q [B, T, d]`` score the memory's indexer ``keys
         [B, M, head_dim]``, keep their top-K (``mask [B, M]``: valid keys) and attend to those keys/values only
-        (``k, v [B, H, M, d/H]``). One function so that ``benchmarks/gems_indexer_read.py`` times exactly what
+        (``k, v [B, H, M, d/H]``). ``shared`` (``q`` holds a user's beams at one step) with
+        ``config.shared_top_k`` set: the user's queries pick ``shared_top_k`` keys together
+        (:meth:`_shared_read`). One function so that ``benchmarks/gems_indexer_read.py`` times exactly what
         :meth:`decode` runs."""
+        if shared and self.config.shared_top_k is not None:
+            return self._shared_read(cross, q, k, v, keys, mask)
         scores = self.indexer(q.detach(), keys).masked_fill(~mask[:, None, :], float("-inf"))
         top = scores.topk(self.config.top_k, dim=-1, sorted=False).indices  # [B, T, K]
         return self._topk_attention(cross, q, k, v, top, mask)
+
+    def _shared_read(self, cross: CrossAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A user's ``T`` queries read the ``shared_top_k`` keys with the best :meth:`Indexer.shared_scores`:
+        one gather of ``B * K`` key/value rows (not ``B * T * K``), then the fused dense attention of all ``T``
+        queries over them (flash attention: the user's keys read once for all its queries)."""
+        b, m = mask.shape
+        kk = self.config.shared_top_k
+        if kk >= m:
+            return cross(q, k, v, mask[:, None, :])[0]
+        h, d = k.shape[1], k.shape[1] * k.shape[3]
+        scores = self.indexer.shared_scores(q.detach(), keys).masked_fill(~mask, float("-inf"))
+        top = scores.topk(kk, dim=-1, sorted=False).indices  # [B, K]
+        rows = (top + torch.arange(b, device=top.device)[:, None] * m).reshape(-1)
+        k_sel = k.transpose(1, 2).reshape(b * m, d).index_select(0, rows).view(b, kk, h, d // h).transpose(1, 2)
+        v_sel = v.transpose(1, 2).reshape(b * m, d).index_select(0, rows).view(b, kk, h, d // h).transpose(1, 2)
+        return cross(q, k_sel, v_sel, torch.gather(mask, 1, top)[:, None, :])[0]
 
     @staticmethod
     def _topk_attention(cross: CrossAttention, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

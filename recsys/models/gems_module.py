@@ -74,6 +74,9 @@ class GEMsModule(L.LightningModule):
             first stream alone; our addition).
         age_buckets: event-age buckets, ``"log2"`` (doubling widths) or ``"daily"`` (one a day up to 60
             days; :data:`recsys.models.gems.AGE_EDGES`).
+        shared_top_k: at a beam-search step, the beams of a user read this many mid-term keys chosen together
+            (each key's best indexer score over them) instead of each its own ``top_k``; a serving choice
+            (:mod:`recsys.models.shared_index`), ``None``: per query as in the paper.
         stage_epochs: epochs of stage 1 (dense) and stage 2 (plus indexer loss) before stage 3 (top-K).
         beam_width: items returned per sample at evaluation (the largest K of ``ks``).
         lr_schedule: ``"constant"`` rates, or ``"cosine"``: a linear warm-up over ``warmup_fraction`` of the
@@ -96,6 +99,7 @@ class GEMsModule(L.LightningModule):
         streams: list[str] = list(STREAMS),  # noqa: B006 (read-only default)
         recent: int = 64,
         top_k: int = 64,
+        shared_top_k: int | None = None,
         indexer_heads: int = 2,
         indexer_dim: int = 16,
         summary_tokens: int = 8,

@@ -44,6 +44,28 @@ def test_topk_with_all_keys_equals_dense_attention(data):
         assert not torch.allclose(dense, sparse, atol=1e-4)
 
 
+def test_decoding_uses_the_shared_read_at_beam_steps_only(data):
+    """At a beam-search step (one new position, several beams per user) the beams read the shared keys; a
+    teacher-forced pass (several positions: a later token must not choose an earlier one's keys) keeps the
+    per-query top-K."""
+    dm, _ = data
+    m = module(data, top_k=2).eval()
+    batch = dm.samples("train").__getitems__(list(range(3)))
+    beams = 4
+    with torch.no_grad():
+        mem = m.model.encode(batch.features, batch.ages, batch.actions, plays=batch.plays)
+        step = torch.randn(3 * beams, 1, m.model.config.dim)
+        dense, _ = m.model.decode(step, mem, stage=1, beams=beams)
+        per_query, _ = m.model.decode(step, mem, stage=3, beams=beams)
+        m.model.config.shared_top_k = 32  # the whole mid window: the shared read is the dense read
+        torch.testing.assert_close(m.model.decode(step, mem, stage=3, beams=beams)[0], dense, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(per_query, dense, atol=1e-4)
+        x = m.model.token_inputs(m.sid_codes[batch.targets][:, :-1])
+        forced = m.model.decode(x, mem, stage=3)[0]
+        m.model.config.shared_top_k = None
+        torch.testing.assert_close(m.model.decode(x, mem, stage=3)[0], forced)
+
+
 def test_mean_fusion_scales_the_sum_of_the_stream_updates(data):
     """``fusion="mean"`` divides the streams' summed update by their number: with one stream it is the sum,
     with three it differs; the value round-trips through the module's hyperparameters."""
