@@ -33,7 +33,7 @@ from unittest.mock import patch
 import torch
 
 from recsys.models.gems import GEMs, GEMsConfig
-from recsys.models.shared_index import shared_scores_reference, shared_scores_triton, triton_available
+from recsys.models.shared_index import shared_scores_reference, shared_scores_triton, can_fuse
 
 
 def _timer(device: torch.device, repeats: int):
@@ -126,11 +126,11 @@ def main() -> None:
             q = torch.randn(users, queries, dim, device=dev, dtype=dtype)
             iq = indexer.q(q).view(users, queries, indexer.heads, indexer.head_dim)
             iw = indexer.w(q)
-            fused = triton_available(iq, keys)
+            fused = can_fuse(iq, keys)
             row: dict[str, object] = {"fused": fused}
             row["dense"] = timer(lambda: dense(q, k, v, mask))
             row["per_query"] = timer(lambda: per_query(q, k, v, keys, mask))
-            with patch("recsys.models.gems.triton_available", return_value=False):  # the model's path, plain scores
+            with patch("recsys.models.gems.can_fuse", return_value=False):  # the model's path, plain scores
                 row["shared_ref"] = timer(lambda: shared(q, k, v, keys, mask))
                 ref_out = shared(q, k, v, keys, mask)
             if fused:

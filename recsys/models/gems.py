@@ -50,7 +50,7 @@ from recsys.models.attention import EncoderBlock, FeedForward, SelfAttention
 from recsys.models.distributed import global_mean
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
-from recsys.models.shared_index import shared_scores_reference, shared_scores_triton, triton_available
+from recsys.models.shared_index import can_fuse, shared_scores_reference, shared_scores_triton
 
 STREAMS = ("recent", "mid", "life")
 #: Boundaries (hours) of the event-age buckets. ``log2``: roughly doubling widths, a week resolved only as
@@ -219,7 +219,7 @@ class Indexer(nn.Module):
         b, t, _ = queries.shape
         q = self.q(queries).view(b, t, self.heads, self.head_dim)
         w = self.w(queries)
-        if triton_available(q, keys) and not torch.compiler.is_compiling() and self.head_dim >= 16:
+        if can_fuse(q, keys):
             return shared_scores_triton(q, w, keys)
         return shared_scores_reference(q, w, keys)
 

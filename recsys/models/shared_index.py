@@ -38,14 +38,16 @@ def shared_scores_reference(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor
     return (w.unsqueeze(2) @ scores).squeeze(2).amax(1)
 
 
-def triton_available(*tensors: torch.Tensor) -> bool:
-    """Whether :func:`shared_scores_triton` can run on these tensors: Triton importable and all on a CUDA
-    device, or Triton's interpreter switched on (``TRITON_INTERPRET=1``, CPU tensors: tests only)."""
+def can_fuse(q: torch.Tensor, keys: torch.Tensor) -> bool:
+    """Whether :func:`shared_scores_triton` can run here: Triton importable; ``q`` and ``keys`` on a CUDA
+    device, or Triton's interpreter switched on (``TRITON_INTERPRET=1``, CPU tensors: tests only); not
+    while ``torch.compile`` or ``torch.export`` traces (they take the plain reference); the indexer's head
+    width a power of two >= 16 (``tl.dot``'s smallest tile)."""
     import os
 
-    if triton is None:
-        return False
-    return all(x.is_cuda for x in tensors) or os.environ.get("TRITON_INTERPRET") == "1"
+    d = q.shape[-1]
+    return (triton is not None and (q.is_cuda and keys.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+            and not (torch.compiler.is_compiling() or torch.compiler.is_exporting()) and d >= 16 and not d & (d - 1))
 
 
 if triton is not None:
@@ -80,8 +82,8 @@ if triton is not None:
 
 def shared_scores_triton(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, block_m: int = 64,
                          block_t: int = 32) -> torch.Tensor:
-    """:func:`shared_scores_reference` in one Triton kernel (fp32 accumulation; returns fp32 ``[B, M]``).
-    ``D`` (the indexer's head width) must be a power of two >= 16 (``tl.dot``'s smallest tile)."""
+    """:func:`shared_scores_reference` in one Triton kernel (fp32 accumulation; returns fp32 ``[B, M]``);
+    see :func:`can_fuse` for where it runs."""
     if triton is None:
         raise RuntimeError("shared_scores_triton needs Triton (it ships with torch's CUDA builds)")
     b, t, h, d = q.shape
