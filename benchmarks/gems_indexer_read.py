@@ -17,7 +17,8 @@ times only what the indexer replaces, one decoder layer's read of the mid-term m
 * the shared path split into its parts (scores, ``topk``, gather + attention), each timed alone.
 
 Shapes: B users x T queries per user, T = the beam width (one beam-search step: the beams of a user are its
-queries), M = 5,000 keys, a paper-scale layer (d 1024, 16 heads, indexer 2 heads x 32). Random weights and
+queries), M = 5,000 keys, a paper-scale layer by default (d 1024, 16 heads, indexer 2 heads x 32; ``--dim``,
+``--heads``, ``--indexer-dim`` for others, e.g. the trained model of ``gems_indexer.py``: 64, 4, 16). Random weights and
 memories: cost does not depend on their values. Median of ``--repeats`` after warm-up (CUDA events on a GPU).
 ``--smoke``: tiny shapes on the CPU, to check the script (the Triton rows need ``TRITON_INTERPRET=1`` there).
 """
@@ -81,13 +82,16 @@ def main() -> None:
                     help="users x queries per user, comma separated")
     ap.add_argument("--top-k", type=int, default=256, help="per-query top-K (the paper's selection)")
     ap.add_argument("--shared-top-k", type=int, nargs="+", default=[1024, 512])
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--indexer-dim", type=int, default=32, help="the indexer's head width (2 heads)")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting new rows after this many seconds")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     started = time.perf_counter()
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    dim, heads, memory = (64, 4, 300) if args.smoke else (1024, 16, args.memory)
+    dim, heads, memory = (64, 4, 300) if args.smoke else (args.dim, args.heads, args.memory)
     grid = [(2, 8), (3, 16)] if args.smoke else [tuple(map(int, g.split("x"))) for g in args.grid.split(",")]
     top_k, shared_ks = (16, [64]) if args.smoke else (args.top_k, args.shared_top_k)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +104,7 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     log(f"# {name}, torch {torch.__version__}, {dtype}, {time.strftime('%Y-%m-%d %H:%M')}; d {dim}, {heads} heads, "
-        f"M {memory} keys, indexer 2 heads x 32, per-query top-{top_k}; median of {args.repeats} (ms)\n")
+        f"M {memory} keys, indexer 2 heads x {args.indexer_dim}, {torch.get_num_threads()} threads, per-query top-{top_k}; median of {args.repeats} (ms)\n")
     log("| users x queries | shared K | brute force | brute force, graph | per-query top-K | shared, ref scores | "
         "shared, triton scores | shared triton, graph | speed-up (eager / graph) | parts: scores / topk / "
         "gather+attend | triton vs ref scores: max rel. diff, top-K overlap |")
@@ -109,7 +113,7 @@ def main() -> None:
     torch.manual_seed(0)
     for shared_k in shared_ks:
         cfg = GEMsConfig(num_items=1000, codebook_sizes=(8, 8, 8), dim=dim, heads=heads, layers=1,
-                         indexer_heads=2, indexer_dim=32, top_k=top_k, shared_top_k=shared_k, dropout=0.0)
+                         indexer_heads=2, indexer_dim=args.indexer_dim, top_k=top_k, shared_top_k=shared_k, dropout=0.0)
         model = GEMs(cfg).eval().to(dev, dtype)
         cross, indexer = model.blocks[0].cross["mid"], model.indexer
         dense = lambda q, k, v, mask: cross(q, k, v, mask[:, None, :])[0]  # noqa: E731
