@@ -6,10 +6,7 @@ memory addressing), and the names of knobs are ours.
 
 The memory holds ``m = budget x |stream|`` slots; each slot is a real training chain (ids, side features,
 history) with a learnable soft label per action ``y~ = sigmoid(u)`` and a learnable weight
-``w = softplus(v)`` (normalised to mean 1). A new slot's soft labels start at its hard labels smoothed
-towards each action's rate in the stream seen so far (``0.95 y + 0.05 rate``; finite logits, and the
-memory's mean label is the stream's: a symmetric ``[0.05, 0.95]`` clamp, our first choice, started a 3.4%
-label at a mean of 8% and the bi-level update then halved the positives' weights to compensate).
+``w = softplus(v)`` (normalised to mean 1).
 
 **Stage 1** (block 0), initialisation from influential samples: train the proxy
 (:mod:`recsys.distill.proxy`) on the block with ``checkpoints`` snapshots and score every sample by TracIn
@@ -152,8 +149,7 @@ def initialize(stream: ChainStream, m: int, config: DIETConfig) -> Memory:
     positions = stream.block(0)
     chosen = positions if len(positions) <= m else influential(stream, positions, m, config, stage_generator(config.seed, 0),
                                                                 config.init_score)
-    rates = stream.inputs().labels[positions].float().mean(0)  # what the stream has shown so far
-    return Memory.from_samples(chosen, stream.inputs().labels[chosen], rates=rates)
+    return Memory.from_samples(chosen, stream.inputs().labels[chosen])
 
 
 def inner_loop(params: proxy.Params, memory_x: ProxyInputs, soft: torch.Tensor, weights: torch.Tensor,
@@ -219,18 +215,17 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     new_x = x_all.take(block)
     new_scores = influence.dot_with(theta, new_x, new_x.labels, gradient)
     new_main = new_x.labels[:, stream.main].long()
-    seen_chains = int(stream.bounds[b + 1])
-    rates = x_all.labels[:seen_chains].float().mean(0)  # new slots' soft labels are smoothed towards these
     added = 0
     free = m - len(memory)
     if free > 0:
         take = stratified_top(new_scores, new_main, free)
-        memory = memory.concat(Memory.from_samples(block[take.numpy()], new_x.labels[take], rates=rates))
+        memory = memory.concat(Memory.from_samples(block[take.numpy()], new_x.labels[take]))
         slot_scores = torch.cat([slot_scores, new_scores[take]])
         new_scores[take] = -math.inf  # taken
         added = len(take)
     replaced = 0
     fixed = config.replace_schedule == "fixed"
+    seen_chains = int(stream.bounds[b + 1])
     if fixed:
         budget = int(config.replace_fraction * m)
     else:  # what a reservoir sample renews at this block, in expectation
@@ -241,7 +236,7 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
 
     def swap(slots: torch.Tensor, cands: torch.Tensor) -> None:
         nonlocal memory, replaced
-        memory = memory.replace(slots, Memory.from_samples(block[cands.numpy()], new_x.labels[cands], rates=rates))
+        memory = memory.replace(slots, Memory.from_samples(block[cands.numpy()], new_x.labels[cands]))
         slot_scores[slots] = new_scores[cands]
         slot_main[slots] = new_main[cands]
         new_scores[cands] = -math.inf

@@ -125,19 +125,6 @@ def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
     assert grad.abs().sum() > 0
 
 
-def test_new_slots_start_at_labels_smoothed_towards_the_streams_rates() -> None:
-    """Finite logits whose mean is each action's rate (a rare action too); the symmetric clamp that DIET
-    used first more than doubled a 3% label's mean."""
-    gen = torch.Generator().manual_seed(0)
-    labels = (torch.rand(4000, 3, generator=gen) < torch.tensor([0.034, 0.002, 0.3])).float()
-    rates = labels.mean(0)
-    memory = Memory.from_samples(np.arange(4000), labels, rates=rates)
-    assert torch.isfinite(memory.label_logits).all()
-    torch.testing.assert_close(memory.soft_labels.mean(0), rates, atol=1e-5, rtol=1e-4)
-    assert (memory.soft_labels[labels == 1] > 0.95).all() and (memory.soft_labels[labels == 0] < 0.016).all()
-    clamped = Memory.from_samples(np.arange(4000), labels)
-    assert clamped.soft_labels.mean(0)[0] > 2 * rates[0] and clamped.soft_labels.mean(0)[1] > 15 * rates[1]
-
 def test_bi_level_steps_lower_the_outer_loss_of_a_fixed_proxy(stream: ChainStream) -> None:
     """A few meta-gradient steps on the soft labels and weights of a random memory lower the outer loss
     of the inner-trained proxy (same initialisation each step, so the change is the memory's)."""
