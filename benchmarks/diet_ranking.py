@@ -31,7 +31,7 @@ from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import compare, load_zoo, ranking_agreement, train_entry
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("diet", "random", "reservoir", "herding", "kcenter", "influence")
+METHODS = ("diet", "diet_users", "random", "reservoir", "herding", "kcenter", "influence")
 
 
 def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, block_days: int) -> float:
@@ -40,8 +40,10 @@ def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, b
     if out.is_dir() and stamp.is_file():
         return float(stamp.read_text())
     started = time.perf_counter()
-    if method == "diet":
-        run_diet(data, out, DIETConfig(budget=budget, block_days=block_days, seed=seed), log=lambda s: None)
+    if method in ("diet", "diet_users"):  # diet_users: strata by user activity too (4 buckets)
+        config = DIETConfig(budget=budget, block_days=block_days, seed=seed,
+                            activity_strata=4 if method == "diet_users" else 1)
+        run_diet(data, out, config, log=lambda s: None)
     else:
         stream = ChainStream(str(data), block_days=block_days)
         write_memory_dataset(stream, select(stream, method, budget, seed), out,

@@ -238,6 +238,7 @@ def distill_diet(
     outer_steps: int = 4,
     replace_schedule: Literal["reservoir", "fixed"] = "reservoir",
     replace_fraction: float = 0.05,
+    activity_strata: int = 1,
 ) -> None:
     """Distil a prepared dataset's training stream into a DIET memory (a prepared dataset at ``out``).
 
@@ -256,12 +257,14 @@ def distill_diet(
             (memory size x the block's share of the chains seen so far); ``fixed``, at most
             ``replace_fraction`` of the memory and only slots less influential than the new sample.
         replace_fraction: with ``fixed``, most slots replaced per block, as a fraction of the memory.
+        activity_strata: user-activity buckets that selections keep beside the main label (1: none).
     """
     from recsys.distill.diet import DIETConfig, run_diet
 
     config = DIETConfig(budget=budget, block_days=block_days, main_label=main_label, seed=seed, init_score=init_score,
                         inner_steps=inner_steps, unroll=unroll, outer_steps=outer_steps,
-                        replace_schedule=replace_schedule, replace_fraction=replace_fraction)
+                        replace_schedule=replace_schedule, replace_fraction=replace_fraction,
+                        activity_strata=activity_strata)
     run_diet(data, out, config)
 
 

@@ -94,6 +94,10 @@ class DIETConfig:
     replay: int = 2048
     replace_schedule: ReplaceSchedule = "reservoir"
     replace_fraction: float = 0.05
+    #: Strata of the selection: the main label times this many user-activity buckets (chain-weighted
+    #: quantiles of the users' chains in the stream seen so far), so that the memory keeps the stream's mix
+    #: of heavy and light users as well as its label rate; 1: the main label alone.
+    activity_strata: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget < 1.0:
@@ -104,6 +108,8 @@ class DIETConfig:
             raise ValueError(f"replace_schedule must be 'reservoir' or 'fixed', got {self.replace_schedule!r}")
         if not 0.0 <= self.replace_fraction <= 1.0:
             raise ValueError(f"replace_fraction must be in [0, 1], got {self.replace_fraction}")
+        if self.activity_strata < 1:
+            raise ValueError(f"activity_strata must be >= 1, got {self.activity_strata}")
 
 
 @contextmanager
@@ -142,7 +148,24 @@ def influential(stream: ChainStream, positions: np.ndarray, k: int, config: DIET
         scores = influence.el2n((snaps or [final])[0], x, x.labels)
     else:
         scores = influence.gradient_norm((snaps or [final])[0], x, x.labels)
-    return positions[stratified_top(scores, x.labels[:, stream.main].long(), k).numpy()]
+    seen = int(stream.bounds[np.searchsorted(stream.bounds, positions.max(), side="right")])  # to its block's end
+    return positions[stratified_top(scores, strata(stream, positions, seen, config.activity_strata), k).numpy()]
+
+
+def strata(stream: ChainStream, positions: np.ndarray, seen: int, buckets: int) -> torch.Tensor:
+    """Each stream position's stratum: its main label, times ``buckets`` user-activity buckets (the chain's
+    user's number of chains among the first ``seen``, cut at chain-weighted quantiles); ``buckets = 1``: the
+    main label. Ours: the paper stratifies nothing that we know of. E.g. labels ``[0, 1, 0, 1]`` of chains
+    whose users have 1, 1, 3, 3 chains seen, 2 buckets: strata ``[0, 2, 1, 3]``."""
+    main = stream.inputs().labels[torch.as_tensor(positions, dtype=torch.long), stream.main].long()
+    if buckets == 1:
+        return main
+    users = stream.users
+    counts = np.bincount(users[:seen], minlength=int(users.max()) + 1)
+    weighted = np.sort(counts[users[:seen]])
+    edges = weighted[(np.arange(1, buckets) * len(weighted)) // buckets]
+    bucket = np.searchsorted(edges, counts[users[np.asarray(positions)]], side="right")
+    return main * buckets + torch.from_numpy(bucket)
 
 
 def initialize(stream: ChainStream, m: int, config: DIETConfig) -> Memory:
@@ -214,36 +237,38 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     slot_scores = influence.dot_with(theta, memory_x, memory.soft_labels, gradient, memory.weights)
     new_x = x_all.take(block)
     new_scores = influence.dot_with(theta, new_x, new_x.labels, gradient)
-    new_main = new_x.labels[:, stream.main].long()
+    seen_chains = int(stream.bounds[b + 1])
+    buckets = config.activity_strata
+    n_strata = 2 * buckets
+    new_stratum = strata(stream, block, seen_chains, buckets)
     added = 0
     free = m - len(memory)
     if free > 0:
-        take = stratified_top(new_scores, new_main, free)
+        take = stratified_top(new_scores, new_stratum, free)
         memory = memory.concat(Memory.from_samples(block[take.numpy()], new_x.labels[take]))
         slot_scores = torch.cat([slot_scores, new_scores[take]])
         new_scores[take] = -math.inf  # taken
         added = len(take)
     replaced = 0
     fixed = config.replace_schedule == "fixed"
-    seen_chains = int(stream.bounds[b + 1])
     if fixed:
         budget = int(config.replace_fraction * m)
     else:  # what a reservoir sample renews at this block, in expectation
         budget = min(int(round(m * len(block) / seen_chains)), len(memory))
-    slot_main = x_all.labels[memory.positions, stream.main].long()
-    seen = x_all.labels[:seen_chains, stream.main].long()
-    target = quotas(len(memory), np.array([int((seen == s).sum()) for s in (0, 1)]))
+    slot_stratum = strata(stream, memory.positions.numpy(), seen_chains, buckets)
+    seen = strata(stream, np.arange(seen_chains), seen_chains, buckets)
+    target = quotas(len(memory), np.bincount(seen.numpy(), minlength=n_strata))
 
     def swap(slots: torch.Tensor, cands: torch.Tensor) -> None:
         nonlocal memory, replaced
         memory = memory.replace(slots, Memory.from_samples(block[cands.numpy()], new_x.labels[cands]))
         slot_scores[slots] = new_scores[cands]
-        slot_main[slots] = new_main[cands]
+        slot_stratum[slots] = new_stratum[cands]
         new_scores[cands] = -math.inf
         replaced += len(slots)
 
     def lowest(stratum: int, k: int) -> torch.Tensor:
-        slots = torch.nonzero(slot_main == stratum).flatten()
+        slots = torch.nonzero(slot_stratum == stratum).flatten()
         slots = slots[torch.argsort(slot_scores[slots], stable=True)]
         if fixed:
             return slots[:k]
@@ -257,22 +282,25 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         return slots[torch.from_numpy(keep)]
 
     def highest(stratum: int, k: int) -> torch.Tensor:
-        cands = torch.nonzero((new_main == stratum) & torch.isfinite(new_scores)).flatten()
+        cands = torch.nonzero((new_stratum == stratum) & torch.isfinite(new_scores)).flatten()
         return cands[torch.argsort(new_scores[cands], descending=True, stable=True)][:k]
 
-    # keep the main label's rate of the stream seen so far: the least influential slots of a stratum in
-    # surplus give way to the most influential new samples of the stratum in deficit
-    for short, extra in ((0, 1), (1, 0)):
-        need = min(int(target[short]) - int((slot_main == short).sum()),
-                   int((slot_main == extra).sum()) - int(target[extra]), budget - replaced)
-        if need > 0:
-            cands = highest(short, need)
-            swap(lowest(extra, len(cands)), cands)
+    # keep the strata's shares of the stream seen so far (the main label's rate, and with activity buckets
+    # the users' mix): the least influential slots of a stratum in surplus give way to the most
+    # influential new samples of a stratum in deficit, the largest gaps first
+    have = np.bincount(slot_stratum.numpy(), minlength=n_strata)
+    for short in np.argsort(have - target, kind="stable"):
+        for extra in np.argsort(target - have, kind="stable"):
+            need = min(int(target[short] - have[short]), int(have[extra] - target[extra]), budget - replaced)
+            if need > 0:
+                cands = highest(int(short), need)
+                slots = lowest(int(extra), len(cands))
+                swap(slots[: len(cands)], cands[: len(slots)])
+                have = np.bincount(slot_stratum.numpy(), minlength=n_strata)
     # then, within each stratum, the most influential new samples replace the least influential slots
     # ("fixed": only while the new sample is the more influential)
     left = budget - replaced
-    counts = np.array([int((slot_main == s).sum()) for s in (0, 1)])
-    for stratum, k in zip((0, 1), quotas(left, counts)):
+    for stratum, k in enumerate(quotas(left, np.bincount(slot_stratum.numpy(), minlength=n_strata))):
         slots, cands = lowest(stratum, int(k)), highest(stratum, int(k))
         n = min(len(slots), len(cands))
         if fixed:

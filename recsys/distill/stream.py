@@ -117,6 +117,11 @@ class ChainStream:
         card = self.tables.cardinalities
         return {k: card[k] for k in card if k not in JAGGED_KEYS and not k.startswith("history_")}
 
+    @property
+    def users(self) -> np.ndarray:
+        """The user of every training chain, in stream order."""
+        return np.asarray(self.tables.chains.user)[self.rows].astype(np.int64)
+
     def inputs(self) -> ProxyInputs:
         """The proxy's tensors for every training chain, in stream order (computed once)."""
         if self._inputs is None:

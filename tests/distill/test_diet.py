@@ -91,6 +91,28 @@ def test_the_reservoir_schedule_keeps_the_streams_make_up_over_time(
     assert fixed[0] / m > share[0] + 0.3  # measured: 0.79 against a share of 0.24
 
 
+def test_activity_strata_keep_the_streams_mix_of_heavy_and_light_users(
+        prepared_tmall: Path, stream: ChainStream, tmp_path: Path) -> None:
+    """With user-activity buckets the memory holds each bucket's share of the stream (and the main label's
+    rate), whatever influence prefers."""
+    from recsys.distill.diet import strata
+
+    out = tmp_path / "users"
+    run_diet(prepared_tmall, out, replace(CONFIG, activity_strata=3), log=_quiet)
+    chains = pl.read_parquet(out / "memory.parquet")["chain"].to_numpy()
+    order = np.argsort(stream.rows)  # stream positions of the memory's chains
+    positions = order[np.searchsorted(stream.rows[order], chains)]
+    assert (stream.rows[positions] == chains).all()
+    whole = strata(stream, np.arange(stream.size), stream.size, 3).numpy()
+    kept = strata(stream, positions, stream.size, 3).numpy()
+    stream_share = np.bincount(whole % 3, minlength=3) / len(whole)
+    memory_share = np.bincount(kept % 3, minlength=3) / len(kept)
+    print("activity buckets: stream", stream_share.round(3), "memory", memory_share.round(3))
+    assert np.abs(memory_share - stream_share).max() < 0.05
+    assert abs((kept // 3).mean() - (whole // 3).mean()) < 0.01  # the main label's rate too
+    with pytest.raises(ValueError, match="activity_strata"):
+        replace(CONFIG, activity_strata=0)
+
 def test_killed_run_resumes_to_the_identical_memory(prepared_tmall: Path, diet_memory: Path, tmp_path: Path) -> None:
     out = tmp_path / "memory"
     assert run_diet(prepared_tmall, out, CONFIG, log=_quiet, stop_after=2) is None
