@@ -151,7 +151,8 @@ def main() -> None:
     for name, m, enc, search, ranks in results:
         rel = m["recall@100"] / base[1]["recall@100"] - 1 if base[1]["recall@100"] else float("nan")
         lines.append(f"| {name} | {m['recall@10']:.4f} | {m['recall@50']:.4f} | {m['recall@100']:.4f} | "
-                     f"{m['ndcg@10']:.4f} | {rel:+.1%} | {discordant(base[4], ranks, 10)}, {discordant(base[4], ranks, 100)} | "
+                     f"{m['ndcg@10']:.4f} | {rel:+.1%} | "
+                     f"{discordant(base[4], ranks, 10)}, {discordant(base[4], ranks, 100)} | "
                      f"{enc:.1f} | {search:.1f} | {enc + search:.1f} | "
                      f"{base[3] / search:.2f}x / {(base[2] + base[3]) / (enc + search):.2f}x |")
     text = "\n".join(lines) + "\n"

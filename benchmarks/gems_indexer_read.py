@@ -104,7 +104,8 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     log(f"# {name}, torch {torch.__version__}, {dtype}, {time.strftime('%Y-%m-%d %H:%M')}; d {dim}, {heads} heads, "
-        f"M {memory} keys, indexer 2 heads x {args.indexer_dim}, {torch.get_num_threads()} threads, per-query top-{top_k}; median of {args.repeats} (ms)\n")
+        f"M {memory} keys, indexer 2 heads x {args.indexer_dim}, {torch.get_num_threads()} threads, "
+        f"per-query top-{top_k}; median of {args.repeats} (ms)\n")
     log("| users x queries | shared K | brute force | brute force, graph | per-query top-K | shared, ref scores | "
         "shared, triton scores | shared triton, graph | speed-up (eager / graph) | parts: scores / topk / "
         "gather+attend | triton vs ref scores: max rel. diff, top-K overlap |")
@@ -147,7 +148,8 @@ def main() -> None:
                 top_tri = s_tri.masked_fill(~mask, float("-inf")).topk(shared_k, -1).indices
                 hits = (torch.zeros_like(mask).scatter_(1, top_ref, True)
                         & torch.zeros_like(mask).scatter_(1, top_tri, True)).sum().item()
-                row["check"] = f"{rel:.1e}, {hits / top_ref.numel():.3f} (outputs {((out - ref_out).abs().max()).item():.1e})"
+                diff = (out - ref_out).abs().max().item()
+                row["check"] = f"{rel:.1e}, {hits / top_ref.numel():.3f} (outputs {diff:.1e})"
                 scores_only = timer(lambda: shared_scores_triton(iq, iw, keys))
                 sc = shared_scores_triton(iq, iw, keys).masked_fill(~mask, float("-inf"))
                 topk_only = timer(lambda: sc.topk(shared_k, dim=-1, sorted=False))
