@@ -131,14 +131,13 @@ def main() -> None:
             q = torch.randn(users, queries, dim, device=dev, dtype=dtype)
             iq = indexer.q(q).view(users, queries, indexer.heads, indexer.head_dim)
             iw = indexer.w(q)
-            fused = can_fuse(iq, keys)
-            row: dict[str, object] = {"fused": fused}
+            row: dict[str, object] = {}
             row["dense"] = timer(lambda: dense(q, k, v, mask))
             row["per_query"] = timer(lambda: per_query(q, k, v, keys, mask))
             with patch("recsys.models.gems.can_fuse", return_value=False):  # the model's path, plain scores
                 row["shared_ref"] = timer(lambda: shared(q, k, v, keys, mask))
                 ref_out = shared(q, k, v, keys, mask)
-            if fused:
+            if can_fuse(iq, keys):
                 row["shared_triton"] = timer(lambda: shared(q, k, v, keys, mask))
                 out = shared(q, k, v, keys, mask)
                 s_ref = shared_scores_reference(iq, iw, keys).float()

@@ -20,6 +20,7 @@ features as the models it stands in for::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -117,7 +118,7 @@ class ChainStream:
         card = self.tables.cardinalities
         return {k: card[k] for k in card if k not in JAGGED_KEYS and not k.startswith("history_")}
 
-    @property
+    @cached_property
     def users(self) -> np.ndarray:
         """The user of every training chain, in stream order."""
         return np.asarray(self.tables.chains.user)[self.rows].astype(np.int64)

@@ -50,7 +50,7 @@ from recsys.models.attention import EncoderBlock, FeedForward, SelfAttention
 from recsys.models.distributed import global_mean
 from recsys.models.features import SparseFeatures
 from recsys.models.jagged import padding_mask, to_padded
-from recsys.models.shared_index import can_fuse, shared_scores_reference, shared_scores_triton
+from recsys.models.shared_index import can_fuse, lightning_scores, shared_scores_reference, shared_scores_triton
 
 STREAMS = ("recent", "mid", "life")
 #: Boundaries (hours) of the event-age buckets. ``log2``: roughly doubling widths, a week resolved only as
@@ -203,13 +203,10 @@ class Indexer(nn.Module):
     def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """``queries [B, T, d]`` and indexer keys ``[B, M, head_dim]`` (:meth:`keys`; both detached by the
         caller in training) -> scores ``I[b, t, m] = sum_j w[b, t, j] * relu(q[b, t, j] . k[b, m])``
-        ``[B, T, M]`` (DSA's lightning indexer, PAPERS.md §2), as two batched matmuls: all heads of all
-        queries against the keys at once, then the per-query head weights."""
+        ``[B, T, M]`` (DSA's lightning indexer, PAPERS.md §2;
+        :func:`~recsys.models.shared_index.lightning_scores`)."""
         b, t, _ = queries.shape
-        m = keys.shape[1]
-        q = self.q(queries).view(b, t * self.heads, self.head_dim)
-        scores = torch.bmm(q, keys.transpose(1, 2)).relu_().view(b, t, self.heads, m)
-        return (self.w(queries).unsqueeze(2) @ scores).squeeze(2)
+        return lightning_scores(self.q(queries).view(b, t, self.heads, self.head_dim), self.w(queries), keys)
 
     def shared_scores(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """``queries [B, T, d]`` (a user's beams at one decoding step) -> ``[B, M]``: each key's best score

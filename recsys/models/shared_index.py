@@ -30,12 +30,22 @@ except ImportError:  # pragma: no cover
     triton = None
 
 
-def shared_scores_reference(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``q [B, T, H, D]``, ``w [B, T, H]``, ``keys [B, M, D]`` -> ``[B, M]``: max over ``t`` of the lightning
-    indexer's ``sum_h w[b, t, h] * relu(q[b, t, h] . keys[b, m])``."""
+def lightning_scores(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``q [B, T, H, D]``, ``w [B, T, H]``, ``keys [B, M, D]`` -> ``I [B, T, M]``, the lightning indexer's
+    ``sum_h w[b, t, h] * relu(q[b, t, h] . keys[b, m])``, as two batched matmuls: all heads of all queries
+    against the keys at once, then the per-query head weights."""
     b, t, h, d = q.shape
     scores = torch.bmm(q.reshape(b, t * h, d), keys.transpose(1, 2)).relu_().view(b, t, h, -1)
-    return (w.unsqueeze(2) @ scores).squeeze(2).amax(1)
+    return (w.unsqueeze(2) @ scores).squeeze(2)
+
+
+def shared_scores_reference(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """:func:`lightning_scores`' best over the user's queries: ``[B, M]``."""
+    return lightning_scores(q, w, keys).amax(1)
+
+
+def _fusable_width(d: int) -> bool:
+    return d >= 16 and not d & (d - 1)  # a power of two >= 16: tl.dot's smallest tile
 
 
 def can_fuse(q: torch.Tensor, keys: torch.Tensor) -> bool:
@@ -45,9 +55,8 @@ def can_fuse(q: torch.Tensor, keys: torch.Tensor) -> bool:
     width a power of two >= 16 (``tl.dot``'s smallest tile)."""
     import os
 
-    d = q.shape[-1]
     return (triton is not None and (q.is_cuda and keys.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
-            and not (torch.compiler.is_compiling() or torch.compiler.is_exporting()) and d >= 16 and not d & (d - 1))
+            and not (torch.compiler.is_compiling() or torch.compiler.is_exporting()) and _fusable_width(q.shape[-1]))
 
 
 if triton is not None:
@@ -88,7 +97,7 @@ def shared_scores_triton(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, b
         raise RuntimeError("shared_scores_triton needs Triton (it ships with torch's CUDA builds)")
     b, t, h, d = q.shape
     m = keys.shape[1]
-    if d < 16 or d & (d - 1):
+    if not _fusable_width(d):
         raise ValueError(f"the indexer's head width must be a power of two >= 16 for the fused kernel, got {d}")
     q, w, keys = q.contiguous(), w.contiguous(), keys.contiguous()
     out = torch.empty(b, m, device=q.device, dtype=torch.float32)
