@@ -133,7 +133,10 @@ def main() -> None:
             iw = indexer.w(q)
             row: dict[str, object] = {}
             row["dense"] = timer(lambda: dense(q, k, v, mask))
-            row["per_query"] = timer(lambda: per_query(q, k, v, keys, mask))
+            try:  # B x T x K gathered rows: the first to run out of memory at large batches
+                row["per_query"] = timer(lambda: per_query(q, k, v, keys, mask))
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
             with patch("recsys.models.gems.can_fuse", return_value=False):  # the model's path, plain scores
                 row["shared_ref"] = timer(lambda: shared(q, k, v, keys, mask))
                 ref_out = shared(q, k, v, keys, mask)
@@ -164,6 +167,8 @@ def main() -> None:
                 continue
             try:
                 row = measure(users, queries)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
             except Exception as e:  # noqa: BLE001  (report the shape that failed, go on with the rest)
                 log(f"| {users} x {queries} | {shared_k} | failed: {type(e).__name__}: {str(e)[:200]} |")
                 continue
