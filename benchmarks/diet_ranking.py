@@ -53,6 +53,17 @@ def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, b
     return seconds
 
 
+def _save(cache: Path, done: dict) -> None:
+    """Write a seed's results, merged into what is on disk: runs with other recipes or seed offsets may share
+    the file (each writes only its own keys); temp file, then rename."""
+    disk = json.loads(cache.read_text()) if cache.is_file() else {}
+    for key, value in done.items():
+        disk[key] = {**disk[key], **value} if isinstance(value, dict) and isinstance(disk.get(key), dict) else value
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(disk, indent=1))
+    tmp.replace(cache)
+
+
 def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
     work = args.out / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -68,23 +79,24 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
               memory_batch_size=args.memory_batch_size, seed=seed, log=print)
     if "full" not in done:
         done["full"] = compare(data, [], zoo, **kw)["full"]
-        cache.write_text(json.dumps(done, indent=1))
+        _save(cache, done)
     if seed in (args.sweep_seeds if args.reseed_seeds is None else args.reseed_seeds) and "full_reseeded" not in done:
         done["full_reseeded"] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512, seed=seed + 100,
                                                      main_label=stream.main_label) for e in zoo}
-        cache.write_text(json.dumps(done, indent=1))
-    done.setdefault("memories", {})
+        _save(cache, done)
+    done.setdefault(args.mkey, {})
     for budget in budgets:
         for method in args.methods:
             key = f"{method}@{budget}"
-            if key in done["memories"] or args.report_only:
+            if key in done[args.mkey] or args.report_only:
                 continue
             mem = work / f"{method}-{budget}"
             build = build_memory(method, data, mem, budget, seed, args.block_days)
-            result = compare(data, [mem], zoo, full_results=done["full"], **kw)["memories"][str(mem)]
+            result = compare(data, [mem], zoo, full_results=done["full"],
+                             **{**kw, "seed": seed + args.memory_seed_offset})["memories"][str(mem)]
             result["build_seconds"] = build
-            done["memories"][key] = result
-            cache.write_text(json.dumps(done, indent=1))
+            done[args.mkey][key] = result
+            _save(cache, done)
             print(f"seed {seed} {key}: tau {result['tau']:.3f} rho {result['rho']:.3f} top1 {result['top1']:.0f} "
                   f"samples {result['samples_ratio']:.1f}x seconds {result['seconds_ratio']:.1f}x build {build:.1f} s",
                   flush=True)
@@ -103,7 +115,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
               "| memory | Kendall tau | Spearman rho | top-1 | zoo mean AUC | train samples (full / memory) | train seconds (full / memory) | build s | (build + zoo) / full |",
               "|---|---|---|---|---|---|---|---|---|"]
     for method in args.methods:
-        rows = [results[s]["memories"].get(f"{method}@0.01") for s in seeds]
+        rows = [results[s][args.mkey].get(f"{method}@0.01") for s in seeds]
         rows = [r for r in rows if r]
         if not rows:
             continue
@@ -138,30 +150,59 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                     "(mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
                   "| memory | Kendall tau | Spearman rho | top-1 |", "|---|---|---|---|"]
         for m in args.methods:
-            agree = [ranking_agreement(mean_full[s], [results[s]["memories"][f"{m}@0.01"]["entries"][n]["auc"] for n in names])
-                     for s in rerun if f"{m}@0.01" in results[s]["memories"]]
+            agree = [ranking_agreement(mean_full[s], [results[s][args.mkey][f"{m}@0.01"]["entries"][n]["auc"] for n in names])
+                     for s in rerun if f"{m}@0.01" in results[s][args.mkey]]
             if agree:
                 lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1")) + " |")
+        lines += ["", "Kendall tau of the 1% memories against each full-data run alone, first / reseeded (training seed "
+                      f"+ 0 / + 100; the memories' zoo was trained with seed + {args.memory_seed_offset}):", "",
+                  "| memory | " + " | ".join(f"seed {s}" for s in rerun) + " |", "|---" * (1 + len(rerun)) + "|"]
+        for m in args.methods:
+            cells = []
+            for s in rerun:
+                r = results[s][args.mkey].get(f"{m}@0.01")
+                mem = [r["entries"][n]["auc"] for n in names] if r else None
+                cells.append(" / ".join(f"{ranking_agreement([results[s][k][n]['auc'] for n in names], mem)['tau']:.3f}"
+                                        for k in ("full", "full_reseeded")) if mem else "")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        # both sides averaged over two training seeds: the zoo on the memory with seed + 0 and + 100 (two
+        # runs of this recipe), against full data with seed + 0 and + 100
+        base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
+        pairs = [s for s in rerun if base in results[s] and f"{base}_s100" in results[s]]
+        if pairs:
+            lines += ["", "Both sides averaged over two training seeds (+ 0 and + 100): the zoo's mean test AUC of its "
+                          "two runs on the memory against that of its two runs on full data (mean ± sd over seeds "
+                          + ", ".join(map(str, pairs)) + "):", "",
+                      "| memory | Kendall tau | Spearman rho | top-1 |", "|---|---|---|---|"]
+            for m in args.methods:
+                key = f"{m}@0.01"
+                agree = [ranking_agreement(mean_full[s], [(results[s][base][key]["entries"][n]["auc"]
+                                                           + results[s][f"{base}_s100"][key]["entries"][n]["auc"]) / 2
+                                                          for n in names])
+                         for s in pairs if key in results[s][base] and key in results[s][f"{base}_s100"]]
+                if agree:
+                    lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1"))
+                                 + " |")
     s0 = seeds[0]
-    present = [m for m in args.methods if f"{m}@0.01" in results[s0]["memories"]]
+    present = [m for m in args.methods if f"{m}@0.01" in results[s0][args.mkey]]
     for metric in ("auc", "gauc"):
         lines += ["", f"Test {metric.upper()} per configuration, seed {s0}, 1% memories:", "",
                   "| config | full | " + " | ".join(present) + " |", "|---" * (2 + len(present)) + "|"]
         for n in names:
-            cells = [f"{results[s0]['memories'][f'{m}@0.01']['entries'][n][metric]:.4f}" for m in present]
+            cells = [f"{results[s0][args.mkey][f'{m}@0.01']['entries'][n][metric]:.4f}" for m in present]
             lines.append(f"| {n} | {results[s0]['full'][n][metric]:.4f} | " + " | ".join(cells) + " |")
     sweep = [s for s in seeds if s in args.sweep_seeds]
     if sweep:
         lines += ["", f"Kendall tau against budget (seed {sweep[0]}):", "",
                   "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |", "|---" * (1 + len(args.budgets)) + "|"]
         for m in args.methods:
-            cells = [results[sweep[0]]["memories"].get(f"{m}@{b}") for b in args.budgets]
+            cells = [results[sweep[0]][args.mkey].get(f"{m}@{b}") for b in args.budgets]
             lines.append(f"| {m} | " + " | ".join(f"{c['tau']:.3f}" if c else "" for c in cells) + " |")
         lines += ["", f"Mean test AUC of the zoo trained on the memory, against budget (seed {sweep[0]}; full data: "
                       f"{zoo_full[seeds.index(sweep[0])]:.4f}):", "",
                   "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |", "|---" * (1 + len(args.budgets)) + "|"]
         for m in args.methods:
-            cells = [results[sweep[0]]["memories"].get(f"{m}@{b}") for b in args.budgets]
+            cells = [results[sweep[0]][args.mkey].get(f"{m}@{b}") for b in args.budgets]
             lines.append(f"| {m} | " + " | ".join(
                 f"{statistics.mean(c['entries'][n]['auc'] for n in names):.4f}" if c else "" for c in cells) + " |")
         plot(args, results[sweep[0]], sweep[0])
@@ -180,7 +221,7 @@ def plot(args: argparse.Namespace, result: dict, seed: int) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in args.methods:
-        pts = [(b * 100, result["memories"][f"{m}@{b}"]["tau"]) for b in args.budgets if f"{m}@{b}" in result["memories"]]
+        pts = [(b * 100, result[args.mkey][f"{m}@{b}"]["tau"]) for b in args.budgets if f"{m}@{b}" in result[args.mkey]]
         if len(pts) > 1:  # a method run at one budget only is in the tables, not the curve
             ax.plot(*zip(*pts), marker="o", label=m)
     ax.set_xscale("log")
@@ -212,10 +253,17 @@ def main() -> None:
     p.add_argument("--block-days", type=int, default=7)
     p.add_argument("--full-epochs", type=int, default=2)
     p.add_argument("--memory-epochs", type=int, default=6)
-    p.add_argument("--memory-batch-size", type=int, default=32)
+    p.add_argument("--memory-batch-size", type=int, default=256)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "diet")
+    p.add_argument("--memory-seed-offset", type=int, default=0,
+                   help="train the zoo on memories with training seed + this (0: the full-data runs' seed, so "
+                        "the same initial weights; 100: the reseeded full-data runs' seed)")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     args = p.parse_args()
+    # each memory-training recipe keeps its own results (the first one, 6 epochs at batch 32, under "memories")
+    recipe = (args.memory_epochs, args.memory_batch_size)
+    args.mkey = "memories" if recipe == (6, 32) else f"memories_e{recipe[0]}_b{recipe[1]}"
+    args.mkey += f"_s{args.memory_seed_offset}" if args.memory_seed_offset else ""
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)
     results = {s: run_seed(args, s, zoo) for s in args.seeds}

@@ -307,9 +307,9 @@ def distill_compare(
     memories: list[Path],
     zoo: Path,
     full_epochs: int = 2,
-    memory_epochs: int = 10,
+    memory_epochs: int = 6,
     batch_size: int = 512,
-    memory_batch_size: int = 64,
+    memory_batch_size: int = 256,
     seed: int = 0,
     out: Path | None = None,
 ) -> None:
@@ -321,7 +321,8 @@ def distill_compare(
         memories: memory folders written by ``recsys distill diet`` or ``recsys distill baseline``.
         zoo: a zoo file (configs/distill/zoo_*.yaml).
         full_epochs / memory_epochs: epochs on full data / on a memory.
-        batch_size / memory_batch_size: training batch sizes on full data / on a memory.
+        batch_size / memory_batch_size: training batch sizes on full data / on a memory (6 epochs at batch 256:
+            the recipe of BENCHMARKS.md's DIET tables, 33x fewer samples than 2 full-data epochs).
         seed: seed of every training run.
         out: also write the results as JSON here.
     """

@@ -100,7 +100,7 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
 
 
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
-            memory_epochs: int = 10, batch_size: int = 512, memory_batch_size: int = 64, seed: int = 0,
+            memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = 256, seed: int = 0,
             full_results: dict[str, dict[str, float]] | None = None,
             log=print) -> dict[str, Any]:  # noqa: ANN001
     """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
