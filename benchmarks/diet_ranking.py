@@ -229,7 +229,8 @@ def plot(args: argparse.Namespace, result: dict, seed: int) -> None:
     ax.minorticks_off()
     ax.set_xlabel("memory budget (% of the training stream)")
     ax.set_ylabel("Kendall tau vs full-data ranking")
-    ax.set_title(f"Architecture ranking from a memory\n({args.dataset}-format, seed {seed})", fontsize=10)
+    ax.set_title(f"Architecture ranking from a memory\n({args.dataset}-format, seed {seed}; zoo on memories: "
+                 f"{args.memory_epochs} epochs at batch {args.memory_batch_size})", fontsize=10)
     ax.axhline(0.8, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize=8)
     fig.tight_layout()
