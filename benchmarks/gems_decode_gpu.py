@@ -20,45 +20,13 @@ on the CPU, to check the script.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from gems_indexer_read import _graphed, _timer  # same timing as the read alone
 from recsys.models.gems import GEMs, GEMsConfig
-
-
-def _median_ms(fn, repeats: int, cuda: bool) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def _graphed(fn):
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def main() -> None:
@@ -92,6 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = GEMs(cfg).eval().to(dev, dtype)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    timer = _timer(dev, args.repeats)
     lines: list[str] = []
 
     def log(line: str) -> None:
@@ -118,7 +87,7 @@ def main() -> None:
                     return {"memory": torch.randn(users, length, args.dim, device=dev, dtype=dtype), "mask": mask}
                 memories = {"recent": stream(args.recent), "mid": stream(args.memory),
                             "life": stream(cfg.summary_tokens)}
-                project_ms = _median_ms(lambda: model.memory_kv(memories), args.repeats, cuda)
+                project_ms = timer(lambda: model.memory_kv(memories))
                 memory_kv = model.memory_kv(memories)
                 n = users * args.beams
                 prefix = torch.randint(0, 256, (n, args.levels), device=dev)
@@ -131,8 +100,8 @@ def main() -> None:
                         for level in range(args.levels):
                             model.step(prefix[:, :level], state, memories, memory_kv, args.beams, stage)
 
-                    eager = _median_ms(decode, args.repeats, cuda)
-                    graph = _median_ms(_graphed(decode), args.repeats, cuda) if cuda else float("nan")
+                    eager = timer(decode)
+                    graph = timer(_graphed(decode)) if cuda else float("nan")
                     graph_ms.append(graph)
                     cells.append(f"{eager:.2f} / {graph:.2f}")
                 speed = " / ".join(f"{graph_ms[0] / g:.2f}x" for g in graph_ms[1:])
