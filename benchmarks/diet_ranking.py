@@ -31,6 +31,8 @@ from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import compare, load_zoo, ranking_agreement, train_entry
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
+RESEED = 100
 METHODS = ("diet", "diet_users", "random", "reservoir", "herding", "kcenter", "influence")
 
 
@@ -81,8 +83,8 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
         done["full"] = compare(data, [], zoo, **kw)["full"]
         _save(cache, done)
     if seed in (args.sweep_seeds if args.reseed_seeds is None else args.reseed_seeds) and "full_reseeded" not in done:
-        done["full_reseeded"] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512, seed=seed + 100,
-                                                     main_label=stream.main_label) for e in zoo}
+        done["full_reseeded"] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512,
+                                                     seed=seed + RESEED, main_label=stream.main_label) for e in zoo}
         _save(cache, done)
     done.setdefault(args.mkey, {})
     for budget in budgets:
@@ -168,7 +170,8 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
         # both sides averaged over two training seeds: the zoo on the memory with seed + 0 and + 100 (two
         # runs of this recipe), against full data with seed + 0 and + 100
         base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
-        pairs = [s for s in rerun if base in results[s] and f"{base}_s100" in results[s]]
+        other = f"{base}_s{RESEED}"
+        pairs = [s for s in rerun if base in results[s] and other in results[s]]
         if pairs:
             lines += ["", "Both sides averaged over two training seeds (+ 0 and + 100): the zoo's mean test AUC of its "
                           "two runs on the memory against that of its two runs on full data (mean ± sd over seeds "
@@ -177,9 +180,9 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             for m in args.methods:
                 key = f"{m}@0.01"
                 agree = [ranking_agreement(mean_full[s], [(results[s][base][key]["entries"][n]["auc"]
-                                                           + results[s][f"{base}_s100"][key]["entries"][n]["auc"]) / 2
+                                                           + results[s][other][key]["entries"][n]["auc"]) / 2
                                                           for n in names])
-                         for s in pairs if key in results[s][base] and key in results[s][f"{base}_s100"]]
+                         for s in pairs if key in results[s][base] and key in results[s][other]]
                 if agree:
                     lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1"))
                                  + " |")
