@@ -33,6 +33,9 @@ from recsys.distill.zoo import compare, load_zoo, ranking_agreement, train_entry
 ROOT = Path(__file__).resolve().parents[1]
 #: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
 RESEED = 100
+#: Training-seed offsets the averaged protocol uses, where both sides have them (``--full-seed-offset``,
+#: ``--memory-seed-offset``)
+TRAIN_OFFSETS = (0, RESEED, 200)
 METHODS = ("diet", "diet_users", "random", "reservoir", "herding", "kcenter", "influence")
 
 
@@ -53,6 +56,16 @@ def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, b
     seconds = time.perf_counter() - started
     stamp.write_text(f"{seconds}")
     return seconds
+
+
+def full_key(offset: int) -> str:
+    """Where a seed's full-data zoo trained with training seed + ``offset`` is cached."""
+    return {0: "full", RESEED: "full_reseeded"}.get(offset, f"full_s{offset}")
+
+
+def memory_key(base: str, offset: int) -> str:
+    """Where a memory recipe's (``base``) results with training seed + ``offset`` are cached."""
+    return f"{base}_s{offset}" if offset else base
 
 
 def _save(cache: Path, done: dict) -> None:
@@ -78,13 +91,15 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
     done["main_label"] = stream.main_label
     budgets = args.budgets if seed in args.sweep_seeds else [0.01]
     kw = dict(full_epochs=args.full_epochs, memory_epochs=args.memory_epochs, batch_size=512,
-              memory_batch_size=args.memory_batch_size, seed=seed, log=print)
+              memory_batch_size=args.memory_batch_size, memory_lr_scale=args.memory_lr_scale, seed=seed, log=print)
     if "full" not in done:
         done["full"] = compare(data, [], zoo, **kw)["full"]
         _save(cache, done)
-    if seed in (args.sweep_seeds if args.reseed_seeds is None else args.reseed_seeds) and "full_reseeded" not in done:
-        done["full_reseeded"] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512,
-                                                     seed=seed + RESEED, main_label=stream.main_label) for e in zoo}
+    again = full_key(args.full_seed_offset)
+    if seed in (args.sweep_seeds if args.reseed_seeds is None else args.reseed_seeds) and again not in done:
+        done[again] = {e.name: train_entry(e, data, epochs=args.full_epochs, batch_size=512,
+                                           seed=seed + args.full_seed_offset, main_label=stream.main_label)
+                       for e in zoo}
         _save(cache, done)
     done.setdefault(args.mkey, {})
     for budget in budgets:
@@ -167,25 +182,27 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                 cells.append(" / ".join(f"{ranking_agreement([results[s][k][n]['auc'] for n in names], mem)['tau']:.3f}"
                                         for k in ("full", "full_reseeded")) if mem else "")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        # both sides averaged over two training seeds: the zoo on the memory with seed + 0 and + 100 (two
-        # runs of this recipe), against full data with seed + 0 and + 100
+        # both sides averaged over training seeds: the zoo on the memory with seed + 0, + 100, ... (runs of
+        # this recipe), against full data with the same offsets; over the first two, then over all there are
         base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
-        other = f"{base}_s{RESEED}"
-        pairs = [s for s in rerun if base in results[s] and other in results[s]]
-        if pairs:
-            lines += ["", "Both sides averaged over two training seeds (+ 0 and + 100): the zoo's mean test AUC of its "
-                          "two runs on the memory against that of its two runs on full data (mean ± sd over seeds "
-                          + ", ".join(map(str, pairs)) + "):", "",
-                      "| memory | Kendall tau | Spearman rho | top-1 |", "|---|---|---|---|"]
+        offsets = [o for o in TRAIN_OFFSETS
+                   if all(full_key(o) in results[s] and memory_key(base, o) in results[s] for s in rerun)]
+        for n_off in sorted({2, len(offsets)}) if len(offsets) >= 2 else []:
+            use = offsets[:n_off]
+            lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
+                          + f"): the zoo's mean test AUC of its {n_off} runs on the memory against that of its "
+                          f"{n_off} runs on full data (mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
+                      "| memory | Kendall tau | Spearman rho | top-1 | per seed tau |", "|---|---|---|---|---|"]
             for m in args.methods:
                 key = f"{m}@0.01"
-                agree = [ranking_agreement(mean_full[s], [(results[s][base][key]["entries"][n]["auc"]
-                                                           + results[s][other][key]["entries"][n]["auc"]) / 2
-                                                          for n in names])
-                         for s in pairs if key in results[s][base] and key in results[s][other]]
-                if agree:
-                    lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1"))
-                                 + " |")
+                if not all(key in results[s][memory_key(base, o)] for s in rerun for o in use):
+                    continue
+                agree = [ranking_agreement(
+                    [statistics.mean(results[s][full_key(o)][n]["auc"] for o in use) for n in names],
+                    [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in use)
+                     for n in names]) for s in rerun]
+                lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1"))
+                             + " | " + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
     s0 = seeds[0]
     present = [m for m in args.methods if f"{m}@0.01" in results[s0][args.mkey]]
     for metric in ("auc", "gauc"):
@@ -258,16 +275,21 @@ def main() -> None:
     p.add_argument("--full-epochs", type=int, default=2)
     p.add_argument("--memory-epochs", type=int, default=6)
     p.add_argument("--memory-batch-size", type=int, default=256)
+    p.add_argument("--memory-lr-scale", type=float, default=1.0,
+                   help="multiply the zoo's learning rates by this on the memories (full data: the zoo's own)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "diet")
     p.add_argument("--memory-seed-offset", type=int, default=0,
                    help="train the zoo on memories with training seed + this (0: the full-data runs' seed, so "
                         "the same initial weights; 100: the reseeded full-data runs' seed)")
+    p.add_argument("--full-seed-offset", type=int, default=RESEED, choices=TRAIN_OFFSETS[1:],
+                   help="training-seed offset of the reseeded seeds' second full-data zoo")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     args = p.parse_args()
     # each memory-training recipe keeps its own results (the first one, 6 epochs at batch 32, under "memories")
     recipe = (args.memory_epochs, args.memory_batch_size)
     args.mkey = "memories" if recipe == (6, 32) else f"memories_e{recipe[0]}_b{recipe[1]}"
-    args.mkey += f"_s{args.memory_seed_offset}" if args.memory_seed_offset else ""
+    args.mkey += f"_lr{args.memory_lr_scale:g}" if args.memory_lr_scale != 1.0 else ""
+    args.mkey = memory_key(args.mkey, args.memory_seed_offset)
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)
     results = {s: run_seed(args, s, zoo) for s in args.seeds}

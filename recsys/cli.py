@@ -310,6 +310,7 @@ def distill_compare(
     memory_epochs: int = 6,
     batch_size: int = 512,
     memory_batch_size: int = 256,
+    memory_lr_scale: float = 1.0,
     seed: int = 0,
     out: Path | None = None,
 ) -> None:
@@ -323,6 +324,7 @@ def distill_compare(
         full_epochs / memory_epochs: epochs on full data / on a memory.
         batch_size / memory_batch_size: training batch sizes on full data / on a memory (6 epochs at batch 256:
             the recipe of BENCHMARKS.md's DIET tables, 33x fewer samples than 2 full-data epochs).
+        memory_lr_scale: multiply every configuration's learning rates by this on the memories.
         seed: seed of every training run.
         out: also write the results as JSON here.
     """
@@ -332,7 +334,8 @@ def distill_compare(
 
     entries = load_zoo(zoo)
     result = compare(data, memories, entries, full_epochs=full_epochs, memory_epochs=memory_epochs,
-                     batch_size=batch_size, memory_batch_size=memory_batch_size, seed=seed)
+                     batch_size=batch_size, memory_batch_size=memory_batch_size,
+                     memory_lr_scale=memory_lr_scale, seed=seed)
     print(format_comparison(result))
     if out is not None:
         from recsys.data.manifest import atomic_write_text

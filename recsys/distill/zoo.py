@@ -16,6 +16,7 @@ Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -72,15 +73,26 @@ def load_zoo(path: str | Path) -> list[ZooEntry]:
     return entries
 
 
+def scaled_learning_rates(entry: ZooEntry, scale: float) -> dict[str, Any]:
+    """The entry's init args with both learning rates (``lr``, ``muon_lr``; the model's defaults where the
+    entry sets none) multiplied by ``scale``."""
+    if scale == 1.0:
+        return dict(entry.init_args)
+    defaults = inspect.signature(registered_models()[entry.model]).parameters
+    return {**entry.init_args, **{k: scale * entry.init_args.get(k, defaults[k].default) for k in ("lr", "muon_lr")}}
+
+
 def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: int, seed: int,
-                main_label: str, side_features: list[str] | None = None) -> dict[str, float]:
+                main_label: str, side_features: list[str] | None = None, lr_scale: float = 1.0) -> dict[str, float]:
     """Train one configuration from scratch on ``data`` (a prepared dataset or a memory); its test
     metrics for the main label and its training cost (``side_features``: see
-    :class:`~recsys.data.chain_ranking.ChainDataModule`)."""
+    :class:`~recsys.data.chain_ranking.ChainDataModule`; ``lr_scale`` multiplies the entry's learning
+    rates, see :func:`scaled_learning_rates`)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run is ours to print
     L.seed_everything(seed, verbose=False)
     dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed, side_features=side_features)
-    model = registered_models()[entry.model](dm.feature_cardinalities, dm.spec_dict, **entry.init_args)
+    model = registered_models()[entry.model](dm.feature_cardinalities, dm.spec_dict,
+                                             **scaled_learning_rates(entry, lr_scale))
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
     started = time.perf_counter()
@@ -101,7 +113,7 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
 
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
             memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = 256, seed: int = 0,
-            full_results: dict[str, dict[str, float]] | None = None,
+            memory_lr_scale: float = 1.0, full_results: dict[str, dict[str, float]] | None = None,
             log=print) -> dict[str, Any]:  # noqa: ANN001
     """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
     per-entry metrics and, per memory, the ranking agreement with full data and the cost ratios."""
@@ -113,10 +125,11 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     main = stream.main_label
     for meta in metas.values():
         main = meta.get("main_label", main)
-    def train_all(path: str | Path, tag: str, epochs: int, batch: int) -> dict[str, dict[str, float]]:
+    def train_all(path: str | Path, tag: str, epochs: int, batch: int, lr_scale: float = 1.0) -> dict[str, dict[str, float]]:
         results = {}
         for e in zoo:
-            r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed, main_label=main)
+            r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed, main_label=main,
+                                              lr_scale=lr_scale)
             log(f"{tag:<8} {e.name:<16} auc {r['auc']:.4f}  {r['train_seconds']:.1f} s")
         return results
 
@@ -125,7 +138,7 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     out: dict[str, Any] = {"main_label": main, "full": full_results, "memories": {}}
     names = [e.name for e in zoo]
     for mem in memories:
-        per = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size)
+        per = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
         agreement = ranking_agreement([full_results[n]["auc"] for n in names], [per[n]["auc"] for n in names])
         cost = {
             "samples_ratio": sum(full_results[n]["train_samples"] for n in names) / sum(per[n]["train_samples"] for n in names),

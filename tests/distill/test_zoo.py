@@ -11,7 +11,8 @@ from recsys.data.errors import DataError
 from recsys.distill.baselines import select
 from recsys.distill.memory import write_memory_dataset
 from recsys.distill.stream import ChainStream
-from recsys.distill.zoo import compare, format_comparison, load_zoo, ranking_agreement, registered_models
+from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, ranking_agreement, registered_models,
+                                scaled_learning_rates)
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOOS = sorted((ROOT / "configs" / "distill").glob("zoo_*.yaml"))
@@ -36,6 +37,13 @@ def test_ranking_agreement() -> None:
     assert ranking_agreement([0.6, 0.7, 0.8], [0.5, 0.55, 0.9]) == {"tau": 1.0, "rho": pytest.approx(1.0, abs=1e-5), "top1": 1.0}
     r = ranking_agreement([0.6, 0.7, 0.8, 0.9], [0.6, 0.8, 0.7, 0.5])
     assert r["tau"] == pytest.approx(-1 / 3) and r["top1"] == 0.0  # 2 concordant, 4 discordant pairs
+
+
+def test_scaled_learning_rates_scale_the_entrys_rates_or_the_models_defaults() -> None:
+    set_both = ZooEntry("din", "DIN", {"dim": 8, "lr": 0.003, "muon_lr": 0.005})
+    assert scaled_learning_rates(set_both, 4.0) == {"dim": 8, "lr": 0.012, "muon_lr": 0.02}
+    assert scaled_learning_rates(set_both, 1.0) == set_both.init_args
+    assert scaled_learning_rates(ZooEntry("ple", "PLE", {"lr": 0.003}), 2.0) == {"lr": 0.006, "muon_lr": 0.04}
 
 
 @pytest.fixture(scope="module")
