@@ -187,6 +187,12 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
         base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
         offsets = [o for o in TRAIN_OFFSETS
                    if all(full_key(o) in results[s] and memory_key(base, o) in results[s] for s in rerun)]
+        if len(offsets) > 2:
+            pairs = [(a, b) for i, a in enumerate(offsets) for b in offsets[i + 1:]]
+            lines += ["", "The full-data runs against each other, tau per seed (" + ", ".join(map(str, rerun)) + "): "
+                      + "; ".join(f"+ {a} vs + {b}: " + " / ".join(
+                          f"{ranking_agreement(*[[results[s][full_key(o)][n]['auc'] for n in names] for o in (a, b)])['tau']:.3f}"
+                          for s in rerun) for a, b in pairs) + "."]
         for n_off in sorted({2, len(offsets)}) if len(offsets) >= 2 else []:
             use = offsets[:n_off]
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
