@@ -7,7 +7,9 @@ A2Gen) trained from scratch on the full training stream and on every memory (DIE
 each budget); test AUC of the main label (purchase); Kendall tau / Spearman rho / top-1 against the
 full-data ranking; training cost (samples, wall seconds) and the cost of building each memory. A
 reference: the same zoo on full data with another training seed, whose tau against the first shows how
-stable the full-data ranking itself is.
+stable the full-data ranking itself is; with ``--memory-seed-offset 100`` / ``200`` and ``--full-seed-offset
+200`` both sides are trained with further training seeds, and the report ranks each side's mean AUC over the
+training seeds both have (the steadiest protocol, BENCHMARKS.md).
 
     .venv/bin/python benchmarks/diet_ranking.py [--seeds 0 1 2] [--sweep-seeds 0]
 
