@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESEED = 100
 #: Training-seed offsets the averaged protocol uses, where both sides have them (``--full-seed-offset``,
 #: ``--memory-seed-offset``)
-TRAIN_OFFSETS = (0, RESEED, 200)
+TRAIN_OFFSETS = (0, RESEED, 200, 300)
 METHODS = ("diet", "diet_users", "random", "reservoir", "herding", "kcenter", "influence")
 
 
@@ -185,7 +185,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                                         for k in ("full", "full_reseeded")) if mem else "")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         # both sides averaged over training seeds: the zoo on the memory with seed + 0, + 100, ... (runs of
-        # this recipe), against full data with the same offsets; over the first two, then over all there are
+        # this recipe), against full data with the same offsets; over the first two, three, ... there are
         base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
         offsets = [o for o in TRAIN_OFFSETS
                    if all(full_key(o) in results[s] and memory_key(base, o) in results[s] for s in rerun)]
@@ -195,7 +195,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                       + "; ".join(f"+ {a} vs + {b}: " + " / ".join(
                           f"{ranking_agreement(*[[results[s][full_key(o)][n]['auc'] for n in names] for o in (a, b)])['tau']:.3f}"
                           for s in rerun) for a, b in pairs) + "."]
-        for n_off in sorted({2, len(offsets)}) if len(offsets) >= 2 else []:
+        for n_off in range(2, len(offsets) + 1):
             use = offsets[:n_off]
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
                           + f"): the zoo's mean test AUC of its {n_off} runs on the memory against that of its "
