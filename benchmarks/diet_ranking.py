@@ -7,8 +7,8 @@ A2Gen) trained from scratch on the full training stream and on every memory (DIE
 each budget); test AUC of the main label (purchase); Kendall tau / Spearman rho / top-1 against the
 full-data ranking; training cost (samples, wall seconds) and the cost of building each memory. A
 reference: the same zoo on full data with another training seed, whose tau against the first shows how
-stable the full-data ranking itself is; with ``--memory-seed-offset 100`` / ``200`` and ``--full-seed-offset
-200`` both sides are trained with further training seeds, and the report ranks each side's mean AUC over the
+stable the full-data ranking itself is; with ``--memory-seed-offset`` and ``--full-seed-offset`` (100, 200,
+300) both sides are trained with further training seeds, and the report ranks each side's mean AUC over the
 training seeds both have (the steadiest protocol, BENCHMARKS.md).
 
     .venv/bin/python benchmarks/diet_ranking.py [--seeds 0 1 2] [--sweep-seeds 0]
@@ -186,7 +186,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         # both sides averaged over training seeds: the zoo on the memory with seed + 0, + 100, ... (runs of
         # this recipe), against full data with the same offsets; over the first two, three, ... there are
-        base = args.mkey.removesuffix(f"_s{args.memory_seed_offset}") if args.memory_seed_offset else args.mkey
+        base = args.recipe_key
         offsets = [o for o in TRAIN_OFFSETS
                    if all(full_key(o) in results[s] and memory_key(base, o) in results[s] for s in rerun)]
         if len(offsets) > 2:
@@ -296,8 +296,8 @@ def main() -> None:
     # each memory-training recipe keeps its own results (the first one, 6 epochs at batch 32, under "memories")
     recipe = (args.memory_epochs, args.memory_batch_size)
     args.mkey = "memories" if recipe == (6, 32) else f"memories_e{recipe[0]}_b{recipe[1]}"
-    args.mkey += f"_lr{args.memory_lr_scale:g}" if args.memory_lr_scale != 1.0 else ""
-    args.mkey = memory_key(args.mkey, args.memory_seed_offset)
+    args.recipe_key = args.mkey + (f"_lr{args.memory_lr_scale:g}" if args.memory_lr_scale != 1.0 else "")
+    args.mkey = memory_key(args.recipe_key, args.memory_seed_offset)
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)
     results = {s: run_seed(args, s, zoo) for s in args.seeds}
