@@ -1,6 +1,6 @@
 """Optimizer step time: MuonRec vs torch.optim.Muon (+ AdamW for the rest) vs AdamW, side by side.
 
-Two parameter sets:
+Three parameter sets:
 
 * ``stack``: 12 matrices 256x256 and 4 of 256x1024 (the stack of issue #3 and ../shared/GPU.md);
 * ``sasrec``: every parameter of the toolkit's SASRec-style model (dim 64, 2 blocks, 3,001 items), grouped
@@ -8,8 +8,10 @@ Two parameter sets:
 * ``a2gen``: every parameter of A2Gen (IAG, dim 32, 4 heads) on KuaiRand-Pure-sized vocabularies
   (27,285 users, 7,551 videos), grouped the same way.
 
-The floor is the Newton-Schulz FLOPs (5 quintic steps: ``5 * (4 m^2 n + 2 m^3)`` per ``m x n`` matrix,
-``m <= n``) over the bf16 matmul rate measured here on 512x512 and 256x1024 products. Step times are the
+MuonRec runs twice: with its default Newton-Schulz dtype (``ns_dtype="auto"``: float32 on the CPU, bf16 on
+a GPU) and with ``ns_dtype="bfloat16"`` (``torch.optim.Muon``'s everywhere). The floor is the Newton-Schulz
+FLOPs (5 quintic steps: ``5 * (4 m^2 n + 2 m^3)`` per ``m x n`` matrix, ``m <= n``) over the matmul rate of
+the default dtype measured here on 512x512 and 256x1024 products. Step times are the
 median of ``--repeats`` timed steps after warm-up, gradients fixed (the step's own cost only).
 
     .venv/bin/python benchmarks/optim_step.py [--repeats 30]
@@ -28,6 +30,7 @@ from recsys.data.chains import SPECS
 from recsys.models.a2gen import A2Gen
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.optim import MuonRec, build_param_groups
+from recsys.optim.newton_schulz import ns_dtype
 
 
 class TorchMuonWithAdamW:
@@ -56,7 +59,7 @@ def ns_flops(shapes: list[tuple[int, int]], steps: int = 5) -> float:
 
 
 def matmul_rate(dtype: torch.dtype = torch.bfloat16) -> float:
-    """Best FLOP/s of bf16 matmuls of the Newton-Schulz sizes on this machine."""
+    """Best FLOP/s of ``dtype`` matmuls of the Newton-Schulz sizes on this machine."""
     best = 0.0
     for m, k, n in ((512, 512, 512), (256, 256, 1024), (256, 1024, 256)):
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
@@ -101,33 +104,39 @@ def parameter_sets() -> dict[str, tuple[list[torch.nn.Parameter], list[torch.nn.
 
 
 def run(repeats: int) -> str:
-    rate = matmul_rate()
+    dtype = ns_dtype("cpu")
+    rate, bf16_rate = matmul_rate(dtype), matmul_rate(torch.bfloat16)
     rows = []
     for name, (muon, adamw) in parameter_sets().items():
         shapes = [tuple(p.reshape(p.shape[0], -1).shape) for p in muon]
         floor_ms = ns_flops(shapes) / rate * 1000
         everything = muon + adamw
+        def muonrec(ns: str) -> MuonRec:
+            return MuonRec([{"params": muon, "use_muon": True, "lr": 0.02, "ns_dtype": ns},
+                            *([{"params": adamw, "use_muon": False, "lr": 1e-3}] if adamw else [])])
+
         results = {
-            "MuonRec": time_steps(MuonRec([{"params": muon, "use_muon": True, "lr": 0.02},
-                                          *([{"params": adamw, "use_muon": False, "lr": 1e-3}] if adamw else [])]),
-                                  everything, repeats),
+            "MuonRec": time_steps(muonrec("auto"), everything, repeats),
+            "MuonRec bf16": time_steps(muonrec("bfloat16"), everything, repeats),
             "torch.optim.Muon (+AdamW)": time_steps(TorchMuonWithAdamW(muon, adamw, 0.02, 1e-3), everything, repeats),
             "AdamW (all)": time_steps(torch.optim.AdamW(everything, lr=1e-3), everything, repeats),
         }
         n_params = sum(p.numel() for p in everything)
         rows.append((name, len(muon), len(adamw), n_params, floor_ms, results))
     lines = [
-        f"bf16 matmul rate (best of 512^3, 256x256x1024, 256x1024x256): {rate / 1e9:,.0f} GFLOP/s; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
+        f"matmul rate (best of 512^3, 256x256x1024, 256x1024x256): {str(dtype).removeprefix('torch.')} "
+        f"{rate / 1e9:,.0f} GFLOP/s, bfloat16 {bf16_rate / 1e9:,.0f} GFLOP/s; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
         "",
-        "| parameters | Muon matrices | AdamW tensors | NS5 floor ms | MuonRec ms | torch.optim.Muon (+AdamW) ms | AdamW ms | MuonRec / torch Muon |",
-        "| :-- | --: | --: | --: | --: | --: | --: | --: |",
+        "| parameters | Muon matrices | AdamW tensors | NS5 floor ms | MuonRec ms | MuonRec, bf16 NS ms "
+        "| torch.optim.Muon (+AdamW) ms | AdamW ms | MuonRec / torch Muon |",
+        "| :-- | --: | --: | --: | --: | --: | --: | --: | --: |",
     ]
     for name, n_muon, n_adamw, n_params, floor_ms, r in rows:
         ratio = r["MuonRec"] / r["torch.optim.Muon (+AdamW)"]
         lines.append(
             f"| {name} ({n_params / 1e6:.2f}M) | {n_muon} | {n_adamw} | {floor_ms:.2f} | {r['MuonRec']:.2f} "
-            f"| {r['torch.optim.Muon (+AdamW)']:.2f} | {r['AdamW (all)']:.2f} | {ratio:.2f}x |"
+            f"| {r['MuonRec bf16']:.2f} | {r['torch.optim.Muon (+AdamW)']:.2f} | {r['AdamW (all)']:.2f} | {ratio:.2f}x |"
         )
     return "\n".join(lines)
 

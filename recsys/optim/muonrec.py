@@ -10,7 +10,8 @@ Muon family (``use_muon=True``), per matrix ``W`` with gradient ``G`` (paper Sec
 
     B <- mu B + (1 - mu) G                         momentum (mu = 0.95), kept in float32
     U <- (1 - mu) G + mu B        if nesterov      Nesterov look-ahead, else U <- B
-    O <- NS5(U)                                    quintic Newton-Schulz (:mod:`.newton_schulz`), bf16
+    O <- NS5(U)                                    quintic Newton-Schulz (:mod:`.newton_schulz`), bf16, or
+                                                   float32 on CPUs without bf16 matmuls (``ns_dtype``)
     W <- (1 - lr * wd) W - lr * scale * O          decoupled weight decay
     scale = sqrt(max(1, rows / cols))              Keller Jordan's shape factor, or
     scale = 0.2 * sqrt(max(rows, cols))            ``adjust_lr="match_rms_adamw"`` (Moonlight, arXiv
@@ -46,7 +47,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim.adam import adam
 
-from recsys.optim.newton_schulz import EPS, NS_COEFFICIENTS, NS_STEPS, orthogonalize
+from recsys.optim.newton_schulz import EPS, NS_COEFFICIENTS, NS_STEPS, ns_dtype, orthogonalize
 from recsys.optim.param_groups import Preset, build_param_groups
 
 MUON_DEFAULTS: dict[str, Any] = {
@@ -56,7 +57,9 @@ MUON_DEFAULTS: dict[str, Any] = {
     "ns_coefficients": NS_COEFFICIENTS,
     "ns_eps": EPS,
     "adjust_lr": "original",
+    "ns_dtype": "auto",  # "auto" (newton_schulz.ns_dtype: float32 on CPUs without bf16 matmuls, else bf16), "bfloat16", "float32"
 }
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 ADAMW_DEFAULTS: dict[str, Any] = {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False}
 
 
@@ -76,6 +79,8 @@ class MuonRec(torch.optim.Optimizer):
                 group.setdefault(key, value)
             if group["use_muon"] and group["adjust_lr"] not in ("original", "match_rms_adamw"):
                 raise ValueError(f"adjust_lr must be 'original' or 'match_rms_adamw', got {group['adjust_lr']!r}")
+            if group["use_muon"] and group["ns_dtype"] not in ("auto", *NS_DTYPES):
+                raise ValueError(f"ns_dtype must be 'auto', 'bfloat16' or 'float32', got {group['ns_dtype']!r}")
         super().__init__(groups, {"lr": lr, "weight_decay": weight_decay})
         for group in self.param_groups:
             for p in group["params"]:
@@ -175,14 +180,16 @@ class MuonRec(torch.optim.Optimizer):
         orthogonalizes its own only, and the results are all-gathered: every rank ends with every update and
         none repeats another's Newton-Schulz work (the gradients, hence the momenta, are already equal on
         every rank after the all-reduce)."""
-        ns = (group["ns_steps"], group["ns_coefficients"], group["ns_eps"])
+        device = matrices[0].device
+        dtype = ns_dtype(device) if group["ns_dtype"] == "auto" else NS_DTYPES[group["ns_dtype"]]
+        ns = (group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
         world = dist.get_world_size() if self.distributed and dist.is_available() and dist.is_initialized() else 1
         if world == 1:
             return list(orthogonalize(torch.stack(matrices), *ns))
         rank, n = dist.get_rank(), len(matrices)
         owned = [[i for i in range(n) if (start + i) % world == r] for r in range(world)]
         slots = max(len(o) for o in owned)
-        out = torch.zeros(slots, *matrices[0].shape, dtype=torch.bfloat16, device=matrices[0].device)
+        out = torch.zeros(slots, *matrices[0].shape, dtype=dtype, device=device)
         if owned[rank]:
             out[: len(owned[rank])] = orthogonalize(torch.stack([matrices[i] for i in owned[rank]]), *ns)
         self.ns_matrices += len(owned[rank])

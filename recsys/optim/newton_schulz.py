@@ -15,8 +15,12 @@ exactly 1. Band of the five-step map (computed from ``p``, checked against the f
 
 Smaller normalized singular values are not pushed all the way up (``p(s) ~ 3.4 s`` near 0).
 
-The iteration runs in bfloat16 like ``torch.optim.Muon``. Same-shape matrices are stacked and iterated
-together with batched matmuls (``baddbmm``): one launch per step for a whole stack instead of one per matrix.
+The iteration runs in bfloat16 like ``torch.optim.Muon`` where bf16 matmuls are the fast ones: accelerators,
+and CPUs with bf16 matrix instructions (AMX or AVX512_BF16). ``dtype=None`` (the default) picks float32 on
+other CPUs, which emulate bf16 matmuls: on a 2 vCPU Xeon with AVX-512 but neither (2026-11-28) the five steps
+took 4-6x longer in bf16 than in float32 for stacks from 16x8 to 512x256 (BENCHMARKS.md, "MuonRec optimizer
+step"), and float32 is also the more exact. Same-shape matrices are stacked and iterated together
+with batched matmuls (``baddbmm``): one launch per step for a whole stack instead of one per matrix.
 
 >>> g = torch.randn(4, 64, 32)
 >>> o = orthogonalize(g).float()
@@ -35,15 +39,35 @@ NS_STEPS = 5
 EPS = 1e-7
 
 
+def ns_dtype(device: torch.device | str) -> torch.dtype:
+    """The iteration's default dtype on ``device``: bfloat16 (``torch.optim.Muon``'s) on accelerators and on
+    CPUs with bf16 matrix instructions, float32 on other CPUs (see the module docstring).
+
+    >>> ns_dtype("cuda")
+    torch.bfloat16
+    """
+    if torch.device(device).type != "cpu":
+        return torch.bfloat16
+    return torch.bfloat16 if _cpu_has_bf16_matmul() else torch.float32
+
+
+def _cpu_has_bf16_matmul() -> bool:
+    """AMX tiles or AVX512_BF16 (torch's own CPU capability probes; absent in a torch without them: False)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def orthogonalize(
     g: Tensor,
     steps: int = NS_STEPS,
     coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
     eps: float = EPS,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Approximate polar factor of each matrix in ``g`` (``[m, n]`` or a stack ``[k, m, n]``), in bf16."""
+    """Approximate polar factor of each matrix in ``g`` (``[m, n]`` or a stack ``[k, m, n]``), computed and
+    returned in ``dtype`` (default :func:`ns_dtype` of ``g``'s device)."""
     a, b, c = coefficients
-    x = g.bfloat16()
+    x = g.to(dtype or ns_dtype(g.device))
     tall = x.shape[-2] > x.shape[-1]
     if tall:  # iterate on the wide orientation: the Gram matrix is the smaller one
         x = x.mT

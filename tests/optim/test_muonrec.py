@@ -14,6 +14,7 @@ from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 
 from recsys.optim import MuonRec, build_param_groups, orthogonalize
+from recsys.optim.newton_schulz import ns_dtype
 from recsys.optim.schedules import warmup_cosine
 
 
@@ -29,13 +30,16 @@ def _band(lo: float) -> tuple[float, float]:
     return float(x.min()), float(x.max())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", [(64, 64), (32, 96), (128, 48)])
-def test_newton_schulz_against_float64_svd_polar_factor(shape):
+def test_newton_schulz_against_float64_svd_polar_factor(shape, dtype):
     torch.manual_seed(0)
     g = torch.randn(*shape, dtype=torch.float64)
     u, s, vh = torch.linalg.svd(g, full_matrices=False)
     normalized = (s / torch.linalg.matrix_norm(g)).numpy()
-    o = orthogonalize(g).double()
+    o = orthogonalize(g, dtype=dtype)
+    assert o.dtype == dtype
+    o = o.double()
     # Same singular vectors as the polar factor U V^T: U^T O V is diagonal up to bf16 rounding ...
     core = u.T @ o @ vh.T
     off = core - torch.diag(torch.diagonal(core))
@@ -61,6 +65,39 @@ def test_batched_equals_one_by_one():
     assert torch.allclose(batched, single, atol=2e-2)
 
 
+def test_newton_schulz_dtype_follows_the_hardware_and_float32_is_more_exact(monkeypatch):
+    """The default dtype is bf16 on accelerators and on CPUs with bf16 matmul instructions, float32 on other
+    CPUs (which emulate bf16 matmuls); the float32 iteration follows the exact (float64) one closely, the bf16
+    one only within bf16 rounding."""
+    assert ns_dtype("cuda") == torch.bfloat16
+    for amx, avx512_bf16, want in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                                   (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert ns_dtype("cpu") == want
+        assert orthogonalize(torch.randn(3, 5)).dtype == want
+    monkeypatch.undo()
+    torch.manual_seed(3)
+    g = torch.randn(4, 48, 80)
+    exact = orthogonalize(g.double(), dtype=torch.float64)
+    err32 = (orthogonalize(g, dtype=torch.float32).double() - exact).norm() / exact.norm()
+    err16 = (orthogonalize(g, dtype=torch.bfloat16).double() - exact).norm() / exact.norm()
+    assert err32 < 1e-5 < 1e-3 < err16
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16"])
+def test_muonrec_ns_dtype_option(dtype):
+    ps = _matrices(4, [(16, 24), (24, 16)])
+    opt = MuonRec([{"params": ps, "use_muon": True, "lr": 0.02, "ns_dtype": dtype}])
+    _drive(ps, opt, 2, seed=1)
+    ref = _matrices(4, [(16, 24), (24, 16)])
+    want = str(ns_dtype("cpu")).removeprefix("torch.") if dtype == "auto" else dtype
+    _drive(ref, MuonRec([{"params": ref, "use_muon": True, "lr": 0.02, "ns_dtype": want}]), 2, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(ps, ref, strict=True))  # auto is ns_dtype("cpu")
+    with pytest.raises(ValueError, match="ns_dtype"):
+        MuonRec([{"params": _matrices(0, [(4, 4)]), "use_muon": True, "lr": 0.02, "ns_dtype": "float16"}])
+
+
 def _matrices(seed: int, shapes: list[tuple[int, int]], dtype=torch.float32) -> list[nn.Parameter]:
     torch.manual_seed(seed)
     return [nn.Parameter(torch.randn(*s, dtype=dtype)) for s in shapes]
@@ -74,13 +111,14 @@ def _drive(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, steps: 
         optimizer.step()
 
 
+@pytest.mark.parametrize("ns", ["bfloat16", "auto"])
 @pytest.mark.parametrize("adjust", ["original", "match_rms_adamw"])
-def test_muon_family_matches_torch_muon(adjust):
+def test_muon_family_matches_torch_muon(adjust, ns):
     shapes = [(32, 32), (32, 32), (16, 48), (64, 24)]
     ours, ref = _matrices(0, shapes), _matrices(0, shapes)
     start = [p.detach().clone() for p in ours]
     kw = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True)
-    _drive(ours, MuonRec([{"params": ours, "use_muon": True, "adjust_lr": adjust, **kw}]), 4, seed=5)
+    _drive(ours, MuonRec([{"params": ours, "use_muon": True, "adjust_lr": adjust, "ns_dtype": ns, **kw}]), 4, seed=5)
     _drive(ref, torch.optim.Muon(ref, adjust_lr_fn=adjust, **kw), 4, seed=5)
     for a, b, p0 in zip(ours, ref, start, strict=True):
         moved = (b - p0).norm()
