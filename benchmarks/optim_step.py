@@ -8,8 +8,8 @@ Three parameter sets:
 * ``a2gen``: every parameter of A2Gen (IAG, dim 32, 4 heads) on KuaiRand-Pure-sized vocabularies
   (27,285 users, 7,551 videos), grouped the same way.
 
-MuonRec runs twice: with its default Newton-Schulz dtype (``ns_dtype="auto"``: float32 on the CPU, bf16 on
-a GPU) and with ``ns_dtype="bfloat16"`` (``torch.optim.Muon``'s everywhere). The floor is the Newton-Schulz
+MuonRec runs twice: with its default Newton-Schulz dtype (``ns_dtype="auto"``: float32 on CPUs without bf16 matmul
+instructions, else bf16) and with ``ns_dtype="bfloat16"`` (``torch.optim.Muon``'s everywhere). The floor is the Newton-Schulz
 FLOPs (5 quintic steps: ``5 * (4 m^2 n + 2 m^3)`` per ``m x n`` matrix, ``m <= n``) over the matmul rate of
 the default dtype measured here on 512x512 and 256x1024 products. Step times are the
 median of ``--repeats`` timed steps after warm-up, gradients fixed (the step's own cost only).
@@ -111,6 +111,7 @@ def run(repeats: int) -> str:
         shapes = [tuple(p.reshape(p.shape[0], -1).shape) for p in muon]
         floor_ms = ns_flops(shapes) / rate * 1000
         everything = muon + adamw
+
         def muonrec(ns: str) -> MuonRec:
             return MuonRec([{"params": muon, "use_muon": True, "lr": 0.02, "ns_dtype": ns},
                             *([{"params": adamw, "use_muon": False, "lr": 1e-3}] if adamw else [])])

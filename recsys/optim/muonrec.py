@@ -87,6 +87,14 @@ class MuonRec(torch.optim.Optimizer):
                 if group["use_muon"] and p.dim() < 2:
                     raise ValueError(f"Muon family parameters must have >= 2 dims, got shape {tuple(p.shape)}")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also what ``load_state_dict`` calls: groups saved before an option existed (e.g. ``ns_dtype``)
+        get its default, so older checkpoints resume."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in (MUON_DEFAULTS if group["use_muon"] else ADAMW_DEFAULTS).items():
+                group.setdefault(key, value)
+
     @classmethod
     def from_model(
         cls,

@@ -85,6 +85,18 @@ def test_newton_schulz_dtype_follows_the_hardware_and_float32_is_more_exact(monk
     assert err32 < 1e-5 < 1e-3 < err16
 
 
+def test_a_state_dict_saved_before_ns_dtype_loads_with_its_default():
+    ps = _matrices(6, [(8, 12)])
+    opt = MuonRec([{"params": ps, "use_muon": True, "lr": 0.02}])
+    _drive(ps, opt, 1, seed=2)
+    saved = opt.state_dict()
+    del saved["param_groups"][0]["ns_dtype"]  # as written by a MuonRec without the option
+    resumed = MuonRec([{"params": ps, "use_muon": True, "lr": 0.02}])
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["ns_dtype"] == "auto"
+    _drive(ps, resumed, 1, seed=3)  # steps without a KeyError
+
+
 @pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16"])
 def test_muonrec_ns_dtype_option(dtype):
     ps = _matrices(4, [(16, 24), (24, 16)])
