@@ -75,8 +75,7 @@ class MuonRec(torch.optim.Optimizer):
         for group in groups:
             if "use_muon" not in group:
                 raise ValueError("every MuonRec parameter group needs 'use_muon' (see MuonRec.from_model)")
-            for key, value in (MUON_DEFAULTS if group["use_muon"] else ADAMW_DEFAULTS).items():
-                group.setdefault(key, value)
+            _fill_family_defaults(group)
             if group["use_muon"] and group["adjust_lr"] not in ("original", "match_rms_adamw"):
                 raise ValueError(f"adjust_lr must be 'original' or 'match_rms_adamw', got {group['adjust_lr']!r}")
             if group["use_muon"] and group["ns_dtype"] not in ("auto", *NS_DTYPES):
@@ -92,8 +91,7 @@ class MuonRec(torch.optim.Optimizer):
         get its default, so older checkpoints resume."""
         super().__setstate__(state)
         for group in self.param_groups:
-            for key, value in (MUON_DEFAULTS if group["use_muon"] else ADAMW_DEFAULTS).items():
-                group.setdefault(key, value)
+            _fill_family_defaults(group)
 
     @classmethod
     def from_model(
@@ -231,6 +229,12 @@ class MuonRec(torch.optim.Optimizer):
             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
             decoupled_weight_decay=True,
         )
+
+
+def _fill_family_defaults(group: dict[str, Any]) -> None:
+    """The options a group's family (Muon or AdamW) has and the group does not set: their defaults."""
+    for key, value in (MUON_DEFAULTS if group["use_muon"] else ADAMW_DEFAULTS).items():
+        group.setdefault(key, value)
 
 
 def _name_of(group: dict[str, Any], p: Tensor) -> str:
