@@ -87,7 +87,7 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
     cache = work / "results.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     data, _ = demo_dataset(args.out / "data", dataset=args.dataset, users=args.users, items=args.items, seed=seed,
-                           log=lambda s: None)
+                           log=lambda s: None, **args.synth)
     stream = ChainStream(str(data))
     done["stream_chains"] = stream.size
     done["main_label"] = stream.main_label
@@ -267,6 +267,21 @@ def plot(args: argparse.Namespace, result: dict, seed: int) -> None:
     fig.savefig(out, dpi=120)
 
 
+def parse_synth(items: list[str], parser: argparse.ArgumentParser) -> dict[str, float]:
+    """``--synth KEY=NUMBER ...`` as generator overrides (ints stay ints: ``rows_per_user_day=8``)."""
+    out = {}
+    for text in items:
+        key, sep, value = text.partition("=")
+        try:
+            number = float(value) if sep else None
+        except ValueError:
+            number = None
+        if number is None:
+            parser.error(f"--synth: expected KEY=NUMBER, got {text!r}")
+        out[key] = int(number) if number.is_integer() and "." not in value else number
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -279,6 +294,9 @@ def main() -> None:
     p.add_argument("--zoo", type=Path, default=None, help="default: configs/distill/zoo_<tmall|kuairand>.yaml")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--synth", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the generator's config (e.g. affinity_scale=8 like_bias=-5.5), part of the "
+                        "data folders' names")
     p.add_argument("--block-days", type=int, default=7)
     p.add_argument("--full-epochs", type=int, default=2)
     p.add_argument("--memory-epochs", type=int, default=6)
@@ -293,6 +311,7 @@ def main() -> None:
                    help="training-seed offset of the reseeded seeds' second full-data zoo")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     args = p.parse_args()
+    args.synth = parse_synth(args.synth, p)
     # each memory-training recipe keeps its own results (the first one, 6 epochs at batch 32, under "memories")
     recipe = (args.memory_epochs, args.memory_batch_size)
     args.mkey = "memories" if recipe == (6, 32) else f"memories_e{recipe[0]}_b{recipe[1]}"
