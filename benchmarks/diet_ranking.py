@@ -125,7 +125,8 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
 def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str:
     names = [e.name for e in zoo]
     seeds = sorted(results)
-    lines = [f"Zoo {args.zoo.name} ({len(zoo)} configurations), {args.dataset}-format u{args.users} i{args.items}, "
+    lines = [f"Zoo {args.zoo.name} ({len(zoo)} configurations), {args.dataset}-format u{args.users} i{args.items}"
+             + "".join(f" {k}={v}" for k, v in args.synth.items()) + ", "
              f"blocks of {args.block_days} days, full data {args.full_epochs} epochs (batch 512), memories "
              f"{args.memory_epochs} epochs (batch {args.memory_batch_size}); test AUC of "
              f"{results[seeds[0]].get('main_label', 'purchase')}.", ""]
