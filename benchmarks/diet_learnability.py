@@ -94,14 +94,16 @@ def main() -> None:
     day = truth.day_of_time_ms(chains.start[test])
     daily = truth.affinity(raw_user, raw_item, day)
     style = truth.user_style[raw_user, truth.item_topic[raw_item]]
-    rate = torch.zeros(int(users.max()) + 1).index_add_(0, users[train], like[train])
-    rate /= torch.zeros_like(rate).index_add_(0, users[train], torch.ones(len(train))).clamp(min=1)
+    u_train, n_users = users[train], int(users.max()) + 1  # a user may have test chains only
+    likes = torch.bincount(u_train, like[train], minlength=n_users)
+    rate = likes / torch.bincount(u_train, minlength=n_users).clamp(min=1)
     mf = fit_mf(users, items, like, train, args.mf_epochs, args.seed)
     t = torch.from_numpy(test)
     with torch.no_grad():
         scores = {
             "truth: daily affinity": torch.from_numpy(daily),
-            "truth: daily affinity + action style": torch.from_numpy(cfg.affinity_scale * daily + cfg.style_strength * style),
+            "truth: daily affinity + action style":
+                torch.from_numpy(cfg.affinity_scale * daily + cfg.style_strength * style),
             "truth: long-run taste (no drift)": torch.from_numpy(truth.affinity(raw_user, raw_item)),
             "user's training like rate": rate[users[t]],
             f"matrix factorization ({args.mf_epochs} epochs)": mf(users[t], items[t]),
