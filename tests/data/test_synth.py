@@ -354,6 +354,23 @@ def test_kuairand_planted_affinity_and_popularity(pure):
     assert abs(slope_truth + cfg.zipf_alpha) < 0.25 and abs(slope_emp + cfg.zipf_alpha) < 0.25
 
 
+def test_kuairand_truth_action_probabilities_are_calibrated(pure):
+    """The truth's per-exposure probabilities match the sampled log: overall rates and per-decile rates
+    (a formula drifting from the sampler, e.g. a lift changed in one place only, shows up here)."""
+    _, truth, std, _ = pure
+    probs = truth.action_probabilities(std["user_id"].to_numpy(), std["video_id"].to_numpy(),
+                                       truth.day_index(std["date"].to_numpy()))
+    for col in ("is_click", "long_view", "is_like", "is_follow", "is_comment", "is_forward"):
+        p, y = probs[col], std[col].to_numpy()
+        assert ((0 <= p) & (p <= 1)).all()
+        assert abs(p.mean() / y.mean() - 1) < 0.1, col
+    p, y = probs["is_like"], std["is_like"].to_numpy()
+    bins = np.array_split(np.argsort(p), 10)
+    for b in bins:  # deciles of the predicted like probability: within 3 binomial sds (+ 0.2% slack)
+        assert abs(y[b].mean() - p[b].mean()) < 3 * np.sqrt(p[b].mean() * (1 - p[b].mean()) / b.size) + 0.002
+    assert y[bins[-1]].mean() > 5 * y[bins[0]].mean() + 0.01  # and they separate
+
+
 def test_kuairand_drift_and_dormant_topic(pure):
     rep, truth, std, _ = pure
     days = rep.config.days

@@ -315,19 +315,54 @@ class _World:
 # ---------------------------------------------------------------------------------------------------------
 
 
+# Logit terms of the feedback chain (module docstring): the style's share in long_view, and the lifts a
+# long view and a like give the later actions. One place for both the sampler and the truth's probabilities.
+_LONG_VIEW_STYLE = 0.5
+_LONG_VIEW_LIFT = 1.5
+_LIKE_LIFT = 2.0
+#: The deep actions after a click, each with its ``KuaiRandSynthConfig`` bias field.
+_DEEP_ACTIONS = {"is_follow": "follow_bias", "is_comment": "comment_bias", "is_forward": "forward_bias"}
+
+
+def _logit_terms(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x = affinity_scale * affinity`` and ``st = style_strength * style`` (float64)."""
+    return cfg.affinity_scale * aff.astype(np.float64), cfg.style_strength * style.astype(np.float64)
+
+
+def feedback_probabilities(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact marginal probabilities of the binary feedback of one exposure with daily affinity ``aff``
+    and action style ``style`` (the user's on the video's topic): what :func:`_feedback` samples, with
+    ``long_view`` and ``like`` summed out of the deep actions. Keys are the log's columns
+    (``is_click``, ``long_view``, ``is_like``, ``is_follow``, ``is_comment``, ``is_forward``)."""
+    x, st = _logit_terms(cfg, aff, style)
+    keep = L.rare_logit_correction(cfg.style_strength)
+    click = L.sigmoid(cfg.click_bias + x)
+    lv = L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st)
+    out = {"is_click": click, "long_view": click * lv, "is_like": np.zeros_like(x),
+           **{a: np.zeros_like(x) for a in _DEEP_ACTIONS}}
+    for long_view, p_lv in ((1.0, lv), (0.0, 1.0 - lv)):
+        p_like = L.sigmoid(cfg.like_bias + keep + x + st + _LONG_VIEW_LIFT * long_view)
+        out["is_like"] += click * p_lv * p_like
+        for liked, p_l in ((1.0, p_like), (0.0, 1.0 - p_like)):
+            deep = x + st + keep + _LONG_VIEW_LIFT * long_view + _LIKE_LIFT * liked
+            for action, bias in _DEEP_ACTIONS.items():
+                out[action] += click * p_lv * p_l * L.sigmoid(getattr(cfg, bias) + deep)
+    return out
+
+
 def _feedback(
     cfg: KuaiRandSynthConfig, rng: np.random.Generator, aff: np.ndarray, dur: np.ndarray, style: np.ndarray
 ) -> dict[str, np.ndarray]:
     n = aff.size
-    x = cfg.affinity_scale * aff.astype(np.float64)
-    # the user's engagement style on the video's topic: more deep actions and longer plays when > 0
-    st = cfg.style_strength * style.astype(np.float64)
+    # x: the affinity; st: the user's engagement style on the video's topic (more deep actions and longer
+    # plays when > 0)
+    x, st = _logit_terms(cfg, aff, style)
     keep = L.rare_logit_correction(cfg.style_strength)
     r = rng.random((10, n))
     click = r[0] < L.sigmoid(cfg.click_bias + x)
-    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x + 0.5 * st))
-    like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x + st + 1.5 * lv))
-    deep = x + st + keep + 1.5 * lv + 2.0 * like
+    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st))
+    like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x + st + _LONG_VIEW_LIFT * lv))
+    deep = x + st + keep + _LONG_VIEW_LIFT * lv + _LIKE_LIFT * like
     follow = click & (r[3] < L.sigmoid(cfg.follow_bias + deep))
     comment = click & (r[4] < L.sigmoid(cfg.comment_bias + deep))
     forward = click & (r[5] < L.sigmoid(cfg.forward_bias + deep))
@@ -817,6 +852,14 @@ class KuaiRandTruth:
         users, items = np.asarray(users), np.asarray(items)
         u = self.user_factors[users] if days is None else self.daily_interest[users, np.asarray(days)]
         return np.einsum("ij,ij->i", u, self.item_factors[items])
+
+    def action_probabilities(self, users: np.ndarray, items: np.ndarray, days: np.ndarray) -> dict[str, np.ndarray]:
+        """The planted probability of each binary feedback action when ``users`` are shown ``items`` on
+        ``days`` (day indices): :func:`feedback_probabilities` of the daily affinity and the user's
+        action style on the item's topic. E.g. ``truth.action_probabilities([0], [5], [3])["is_like"]``."""
+        users, items = np.asarray(users), np.asarray(items)
+        style = self.user_style[users, self.item_topic[items]]
+        return feedback_probabilities(self.config, self.affinity(users, items, days), style)
 
     def day_index(self, dates: np.ndarray) -> np.ndarray:
         """Day index of yyyymmdd dates."""
