@@ -12,6 +12,11 @@ batch 256, the full-data runs' training seed) and prints each configuration's te
 ranking's Kendall tau against the cached full-data runs. If the zoo's GAUC stays where hard labels left it,
 the memory lacks inputs, not labels.
 
+``--labels clamped`` instead sets them to the memory's labels clamped to [0.05, 0.95], which is where DIET
+starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
+behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--epochs`` sets
+the memory recipe's epochs (default 6, the benchmark's).
+
     .venv/bin/python benchmarks/diet_oracle_labels.py --dataset-seed 0 --method random --users 3000 \\
         --synth rows_per_user_day=8 affinity_scale=8 like_bias=-5.5 late_volume=1 dormant_period=7 \\
         --out benchmarks/_work/diet8-planted-v3
@@ -36,22 +41,30 @@ from recsys.distill.memory import MEMORY_FILE
 from recsys.distill.zoo import load_zoo, ranking_agreement, train_entry
 
 
-def oracle_memory(data: Path, memory: Path, out: Path, truth) -> pl.DataFrame:  # noqa: ANN001
-    """``memory`` copied to ``out`` with every ``soft_<action>`` set to the planted probability."""
+def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str) -> pl.DataFrame:  # noqa: ANN001
+    """``memory`` copied to ``out`` with every ``soft_<action>`` set to the planted probability (``labels``
+    "planted") or clamped to [0.05, 0.95] ("clamped"); returns the label means before and after."""
     frame = pl.read_parquet(memory / MEMORY_FILE)
+    soft = [c for c in frame.columns if c.startswith("soft_")]
+    if labels == "clamped":
+        relabelled = frame.with_columns(pl.col(c).clip(0.05, 0.95) for c in soft)
+        return _write(memory, out, frame, relabelled, soft)
     # prepared ids are vocabulary positions + 1; the truth speaks raw ids
     users = Vocab.read(data / "vocab", "user").raw.to_numpy().astype(np.int64)[frame["user"].to_numpy() - 1]
     items = Vocab.read(data / "vocab", "item").raw.to_numpy().astype(np.int64)[frame["item"].to_numpy() - 1]
     probs = truth.action_probabilities(users, items, truth.day_of_time_ms(frame["start"].to_numpy()))
-    soft = [c for c in frame.columns if c.startswith("soft_")]
-    oracle = frame.with_columns(**{c: pl.Series(probs[f"is_{c[5:]}"].astype(np.float32)) for c in soft})
+    relabelled = frame.with_columns(**{c: pl.Series(probs[f"is_{c[5:]}"].astype(np.float32)) for c in soft})
+    return _write(memory, out, frame, relabelled, soft)
+
+
+def _write(memory: Path, out: Path, frame: pl.DataFrame, relabelled: pl.DataFrame, soft: list[str]) -> pl.DataFrame:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(memory, tmp)
-    oracle.write_parquet(tmp / MEMORY_FILE)
+    relabelled.write_parquet(tmp / MEMORY_FILE)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return frame.select(soft).mean().join(oracle.select(soft).mean(), how="cross", suffix="_oracle")
+    return frame.select(soft).mean().join(relabelled.select(soft).mean(), how="cross", suffix="_new")
 
 
 def main() -> None:
@@ -59,6 +72,8 @@ def main() -> None:
     p.add_argument("--dataset-seed", type=int, default=0)
     p.add_argument("--method", default="random", help="which cached 1%% memory of the seed to relabel")
     p.add_argument("--budget", type=float, default=0.01)
+    p.add_argument("--labels", choices=["planted", "clamped"], default="planted")
+    p.add_argument("--epochs", type=int, default=6, help="epochs on the memory (batch 256)")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--synth", nargs="*", default=[], metavar="KEY=VALUE")
@@ -74,15 +89,18 @@ def main() -> None:
     if not memory.is_dir():
         p.error(f"no memory {memory}: run diet_ranking.py with these settings first")
     truth = kuairand_truth(make_config("kuairand-pure", args.users, args.items, None, seed, **synth))
-    out = work / f"{args.method}-{args.budget}-oracle-labels"
-    print("label means (memory, oracle):", oracle_memory(Path(data), memory, out, truth).row(0, named=True))
+    out = work / f"{args.method}-{args.budget}-{args.labels}-labels"
+    means = relabelled_memory(Path(data), memory, out, truth, args.labels).row(0, named=True)
+    print(f"label means (memory, {args.labels}):", means)
     zoo = load_zoo(args.zoo)
     names = [e.name for e in zoo]
-    runs = {e.name: train_entry(e, out, epochs=6, batch_size=256, seed=seed, main_label=cached["main_label"])
+    runs = {e.name: train_entry(e, out, epochs=args.epochs, batch_size=256, seed=seed, main_label=cached["main_label"])
             for e in zoo}
-    hard = cached.get("memories_e6_b256", {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
-    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory (test AUC / GAUC of {cached['main_label']})\n")
-    print("| config | full data | memory, its labels | memory, planted probabilities |\n|---|---|---|---|")
+    hard = cached.get(f"memories_e{args.epochs}_b256", {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
+    new = {"planted": "planted probabilities", "clamped": "labels clamped to [0.05, 0.95]"}[args.labels]
+    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch 256 "
+          f"(test AUC / GAUC of {cached['main_label']})\n")
+    print(f"| config | full data | memory, its labels | memory, {new} |\n|---|---|---|---|")
     for n in names:
         f, h, o = cached["full"][n], hard.get(n), runs[n]
         print(f"| {n} | {f['auc']:.4f} / {f['gauc']:.4f} | "
@@ -91,7 +109,7 @@ def main() -> None:
         if k in cached:
             full = [cached[k][n]["auc"] for n in names]
             taus = {label: ranking_agreement(full, [r[n]["auc"] for n in names])["tau"]
-                    for label, r in (("its labels", hard), ("planted probabilities", runs)) if r}
+                    for label, r in (("its labels", hard), (new, runs)) if r}
             print(f"Kendall tau against {k}: " + ", ".join(f"{label} {t:.3f}" for label, t in taus.items()))
 
 
