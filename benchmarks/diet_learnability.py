@@ -36,6 +36,12 @@ from recsys.data.vocab import Vocab
 from recsys.metrics import auc, gauc
 
 
+def raw_ids(data: Path, field: str, ids: np.ndarray) -> np.ndarray:
+    """A prepared dataset's ids of ``field`` as the raw ids the synthetic truth speaks (prepared ids are
+    vocabulary positions + 1)."""
+    return Vocab.read(data / "vocab", field).raw.to_numpy().astype(np.int64)[np.asarray(ids).astype(np.int64) - 1]
+
+
 class MatrixFactorization(nn.Module):
     """``<p_u, q_i> + b_u + b_i + b``: the id-only reference."""
 
@@ -88,9 +94,7 @@ def main() -> None:
     users = torch.from_numpy(chains.user.astype(np.int64))
     items = torch.from_numpy(chains.item.astype(np.int64))
     train, test = np.flatnonzero(chains.split == 0), np.flatnonzero(chains.split == 2)
-    vocab = Path(data) / "vocab"  # prepared ids are vocabulary positions + 1; the truth speaks raw ids
-    raw_user = Vocab.read(vocab, "user").raw.to_numpy().astype(np.int64)[chains.user[test].astype(np.int64) - 1]
-    raw_item = Vocab.read(vocab, "item").raw.to_numpy().astype(np.int64)[chains.item[test].astype(np.int64) - 1]
+    raw_user, raw_item = raw_ids(Path(data), "user", chains.user[test]), raw_ids(Path(data), "item", chains.item[test])
     day = truth.day_of_time_ms(chains.start[test])
     daily = truth.affinity(raw_user, raw_item, day)
     style = truth.user_style[raw_user, truth.item_topic[raw_item]]

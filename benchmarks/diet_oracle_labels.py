@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from diet_learnability import raw_ids
 from diet_ranking import ROOT, full_key, parse_synth
 
 from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
-from recsys.data.vocab import Vocab
-from recsys.distill.memory import MEMORY_FILE
+from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
 from recsys.distill.zoo import load_zoo, ranking_agreement, train_entry
 
 
@@ -47,12 +47,11 @@ def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str) -
     frame = pl.read_parquet(memory / MEMORY_FILE)
     soft = [c for c in frame.columns if c.startswith("soft_")]
     if labels == "clamped":
-        relabelled = frame.with_columns(pl.col(c).clip(0.05, 0.95) for c in soft)
+        relabelled = frame.with_columns(pl.col(c).clip(LABEL_CLAMP, 1 - LABEL_CLAMP) for c in soft)
         return _write(memory, out, frame, relabelled, soft)
-    # prepared ids are vocabulary positions + 1; the truth speaks raw ids
-    users = Vocab.read(data / "vocab", "user").raw.to_numpy().astype(np.int64)[frame["user"].to_numpy() - 1]
-    items = Vocab.read(data / "vocab", "item").raw.to_numpy().astype(np.int64)[frame["item"].to_numpy() - 1]
-    probs = truth.action_probabilities(users, items, truth.day_of_time_ms(frame["start"].to_numpy()))
+    probs = truth.action_probabilities(raw_ids(data, "user", frame["user"].to_numpy()),
+                                       raw_ids(data, "item", frame["item"].to_numpy()),
+                                       truth.day_of_time_ms(frame["start"].to_numpy()))
     relabelled = frame.with_columns(**{c: pl.Series(probs[f"is_{c[5:]}"].astype(np.float32)) for c in soft})
     return _write(memory, out, frame, relabelled, soft)
 

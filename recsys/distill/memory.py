@@ -27,6 +27,8 @@ from recsys.data.manifest import MANIFEST, Manifest, staged_folder
 from recsys.distill.stream import ChainStream
 
 MEMORY_FILE = "memory.parquet"
+#: Where a new DIET slot's soft labels start: its hard labels clamped to [this, 1 - this].
+LABEL_CLAMP = 0.05
 _ONE = float(np.log(np.expm1(1.0)))  # softplus^-1(1): a new slot's weight logit
 
 
@@ -39,7 +41,7 @@ class Memory:
     weight_logits: torch.Tensor  # [m]
 
     @classmethod
-    def from_samples(cls, positions: np.ndarray | torch.Tensor, labels: torch.Tensor, smoothing: float = 0.05) -> Memory:
+    def from_samples(cls, positions: np.ndarray | torch.Tensor, labels: torch.Tensor, smoothing: float = LABEL_CLAMP) -> Memory:
         """New slots holding real samples: soft labels start at the (smoothed) hard labels, weights at 1.
 
         The symmetric clamp lifts a rare label's mean (a 3.4% label starts at 8%); smoothing towards each

@@ -320,7 +320,7 @@ class _World:
 _LONG_VIEW_STYLE = 0.5
 _LONG_VIEW_LIFT = 1.5
 _LIKE_LIFT = 2.0
-#: The deep actions after a click, each with its ``KuaiRandSynthConfig`` bias field.
+#: The deep actions after a click, each with its ``KuaiRandSynthConfig`` bias field (in the sampler's draw order).
 _DEEP_ACTIONS = {"is_follow": "follow_bias", "is_comment": "comment_bias", "is_forward": "forward_bias"}
 
 
@@ -363,11 +363,10 @@ def _feedback(
     lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st))
     like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x + st + _LONG_VIEW_LIFT * lv))
     deep = x + st + keep + _LONG_VIEW_LIFT * lv + _LIKE_LIFT * like
-    follow = click & (r[3] < L.sigmoid(cfg.follow_bias + deep))
-    comment = click & (r[4] < L.sigmoid(cfg.comment_bias + deep))
-    forward = click & (r[5] < L.sigmoid(cfg.forward_bias + deep))
+    deep_actions = {a: click & (r[3 + k] < L.sigmoid(getattr(cfg, bias) + deep))
+                    for k, (a, bias) in enumerate(_DEEP_ACTIONS.items())}
     hate = ~like & (r[6] < L.sigmoid(cfg.hate_bias - 2.0 * x))
-    profile = click & (r[7] < L.sigmoid(cfg.profile_enter_bias + x + 3.0 * follow))
+    profile = click & (r[7] < L.sigmoid(cfg.profile_enter_bias + x + 3.0 * deep_actions["is_follow"]))
 
     # play time consistent with long_view: long views play at least min(duration, 18 s)
     thresh = np.minimum(dur, 18_000).astype(np.float64)
@@ -381,13 +380,12 @@ def _feedback(
     play = np.minimum(np.floor(play), 1_020_000).astype(np.int64)
 
     g = rng.standard_normal((2, n))
-    comment_open = comment | (click & (r[8] < 0.04))
+    comment_open = deep_actions["is_comment"] | (click & (r[8] < 0.04))
     comment_stay = np.where(comment_open, np.minimum(np.rint(np.exp(math.log(15_000) + 1.3 * g[0])), 300_000), 0)
     profile_stay = np.where(profile, np.minimum(np.rint(np.exp(math.log(12_000) + 1.3 * g[1])), 300_000), 0)
     return {
-        "is_click": click, "is_like": like, "is_follow": follow, "is_comment": comment, "is_forward": forward,
-        "is_hate": hate, "long_view": lv, "play_time_ms": play, "profile_stay_time": profile_stay,
-        "comment_stay_time": comment_stay, "is_profile_enter": profile,
+        "is_click": click, "is_like": like, **deep_actions, "is_hate": hate, "long_view": lv, "play_time_ms": play,
+        "profile_stay_time": profile_stay, "comment_stay_time": comment_stay, "is_profile_enter": profile,
     }
 
 
