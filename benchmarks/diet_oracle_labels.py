@@ -14,8 +14,13 @@ the memory lacks inputs, not labels.
 
 ``--labels clamped`` instead sets them to the memory's labels clamped to [0.05, 0.95], which is where DIET
 starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
-behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--epochs`` sets
-the memory recipe's epochs (default 6, the benchmark's).
+behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--labels observed`` sets them to the
+chains' observed 0/1 labels and ``--labels kept`` keeps the memory's own; ``--weights uniform`` sets every
+slot's weight to 1 (default: kept). With a DIET memory these two ablate its learned labels and its learned
+weights one at a time. ``--epochs`` and ``--batch-size`` set the memory recipe (default 6 x 256),
+``--train-seed-offset`` the zoo's training seed; the zoo's results are also written next to the memory
+(``<memory>.<recipe>.json``), and ``--report-seeds 0 1 2`` ranks the zoo's mean over the training
+seeds run, against full data's mean over the same ones (``diet_ranking.py``'s steadiest protocol).
 
     .venv/bin/python benchmarks/diet_oracle_labels.py --dataset-seed 0 --method random --users 3000 \\
         --synth rows_per_user_day=8 affinity_scale=8 like_bias=-5.5 late_volume=1 dormant_period=7 \\
@@ -27,32 +32,47 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from diet_learnability import raw_ids
-from diet_ranking import ROOT, full_key, parse_synth
+from diet_ranking import ROOT, TRAIN_OFFSETS, full_key, memory_key, parse_synth
 
 from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
+from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import load_zoo, ranking_agreement, train_entry
 
 
-def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str) -> pl.DataFrame:  # noqa: ANN001
+def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str,  # noqa: ANN001
+                      weights: str = "kept") -> pl.DataFrame:
     """``memory`` copied to ``out`` with every ``soft_<action>`` set to the planted probability (``labels``
-    "planted") or clamped to [0.05, 0.95] ("clamped"); returns the label means before and after."""
+    "planted"), clamped to [0.05, 0.95] ("clamped"), set to the chain's observed label ("observed") or kept
+    ("kept"), and every weight set to 1 if ``weights`` is "uniform"; returns the label means before and after."""
     frame = pl.read_parquet(memory / MEMORY_FILE)
     soft = [c for c in frame.columns if c.startswith("soft_")]
+    reweighted = frame.with_columns(weight=pl.lit(1.0, dtype=pl.Float32)) if weights == "uniform" else frame
+    if labels == "kept":
+        return _write(memory, out, frame, reweighted, soft)
     if labels == "clamped":
-        relabelled = frame.with_columns(pl.col(c).clip(LABEL_CLAMP, 1 - LABEL_CLAMP) for c in soft)
+        relabelled = reweighted.with_columns(pl.col(c).clip(LABEL_CLAMP, 1 - LABEL_CLAMP) for c in soft)
+        return _write(memory, out, frame, relabelled, soft)
+    if labels == "observed":
+        stream = ChainStream(str(data))
+        position = np.empty(int(stream.rows.max()) + 1, dtype=np.int64)
+        position[stream.rows] = np.arange(len(stream.rows))
+        observed = stream.inputs().labels[position[frame["chain"].to_numpy()]].numpy()
+        relabelled = reweighted.with_columns(**{c: pl.Series(observed[:, stream.actions.index(c[5:])].astype(np.float32))
+                                                for c in soft})
         return _write(memory, out, frame, relabelled, soft)
     probs = truth.action_probabilities(raw_ids(data, "user", frame["user"].to_numpy()),
                                        raw_ids(data, "item", frame["item"].to_numpy()),
                                        truth.day_of_time_ms(frame["start"].to_numpy()))
-    relabelled = frame.with_columns(**{c: pl.Series(probs[f"is_{c[5:]}"].astype(np.float32)) for c in soft})
+    relabelled = reweighted.with_columns(**{c: pl.Series(probs[f"is_{c[5:]}"].astype(np.float32)) for c in soft})
     return _write(memory, out, frame, relabelled, soft)
 
 
@@ -66,19 +86,61 @@ def _write(memory: Path, out: Path, frame: pl.DataFrame, relabelled: pl.DataFram
     return frame.select(soft).mean().join(relabelled.select(soft).mean(), how="cross", suffix="_new")
 
 
+def variant_name(method: str, budget: float, labels: str, weights: str) -> str:
+    return f"{method}-{budget}-{labels}-labels" + ("-uniform-weights" if weights == "uniform" else "")
+
+
+def report(args: argparse.Namespace) -> None:
+    """Both sides averaged over training seeds (diet_ranking.py's steadiest protocol), for the relabelled
+    memory and for the memory as it is, per dataset seed."""
+    names = [e.name for e in load_zoo(args.zoo)]
+    base = f"memories_e{args.epochs}_b{args.batch_size}"
+    variant = variant_name(args.method, args.budget, args.labels, args.weights)
+    rows = {"as it is": [], variant: []}
+    for seed in args.report_seeds:
+        work = args.out / f"seed{seed}"
+        cached = json.loads((work / "results.json").read_text())
+        runs = {o: work / f"{variant}.{memory_key(base, o)}.json" for o in TRAIN_OFFSETS}
+        offsets = [o for o in TRAIN_OFFSETS if runs[o].is_file() and full_key(o) in cached
+                   and f"{args.method}@{args.budget}" in cached.get(memory_key(base, o), {})]
+        if not offsets:
+            raise SystemExit(f"seed {seed}: no training seed with the relabelled run, full data and the memory's run")
+        full = [statistics.mean(cached[full_key(o)][n]["auc"] for o in offsets) for n in names]
+        mine = [json.loads(runs[o].read_text()) for o in offsets]
+        theirs = [cached[memory_key(base, o)][f"{args.method}@{args.budget}"]["entries"] for o in offsets]
+        for label, results in (("as it is", theirs), (variant, mine)):
+            rows[label].append((seed, offsets, ranking_agreement(full, [statistics.mean(r[n]["auc"] for r in results)
+                                                                          for n in names])["tau"]))
+    print(f"Kendall tau, both sides averaged over training seeds (+ offsets), {args.epochs} x {args.batch_size}:")
+    for label, got in rows.items():
+        taus = [t for _, _, t in got]
+        print(f"| {label} | " + " / ".join(f"{t:.3f} (seed {s}, + {'/'.join(map(str, o))})" for s, o, t in got)
+              + f" | mean {statistics.mean(taus):.3f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset-seed", type=int, default=0)
     p.add_argument("--method", default="random", help="which cached 1%% memory of the seed to relabel")
     p.add_argument("--budget", type=float, default=0.01)
-    p.add_argument("--labels", choices=["planted", "clamped"], default="planted")
-    p.add_argument("--epochs", type=int, default=6, help="epochs on the memory (batch 256)")
+    p.add_argument("--labels", choices=["planted", "clamped", "observed", "kept"], default="planted")
+    p.add_argument("--weights", choices=["kept", "uniform"], default="kept")
+    p.add_argument("--epochs", type=int, default=6, help="epochs on the memory")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size on the memory")
+    p.add_argument("--train-seed-offset", type=int, default=0,
+                   help="train the zoo with seed + this (diet_ranking.py's --memory-seed-offset)")
     p.add_argument("--users", type=int, default=3000)
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--synth", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--zoo", type=Path, default=ROOT / "configs" / "distill" / "zoo_kuairand.yaml")
     p.add_argument("--out", type=Path, required=True, help="diet_ranking.py's --out (its caches are read)")
+    p.add_argument("--report-seeds", type=int, nargs="+", default=None,
+                   help="train nothing: for these dataset seeds, rank the zoo by its mean AUC over the training "
+                        "seeds this relabelling was run with, against full data's mean over the same training "
+                        "seeds, beside the memory as it is")
     args = p.parse_args()
+    if args.report_seeds:
+        return report(args)
     synth, seed = parse_synth(args.synth, p), args.dataset_seed
     data, _ = demo_dataset(args.out / "data", dataset="kuairand-pure", users=args.users, items=args.items,
                            seed=seed, log=lambda s: None, **synth)
@@ -88,23 +150,28 @@ def main() -> None:
     if not memory.is_dir():
         p.error(f"no memory {memory}: run diet_ranking.py with these settings first")
     truth = kuairand_truth(make_config("kuairand-pure", args.users, args.items, None, seed, **synth))
-    out = work / f"{args.method}-{args.budget}-{args.labels}-labels"
-    means = relabelled_memory(Path(data), memory, out, truth, args.labels).row(0, named=True)
+    out = work / variant_name(args.method, args.budget, args.labels, args.weights)
+    means = relabelled_memory(Path(data), memory, out, truth, args.labels, args.weights).row(0, named=True)
     print(f"label means (memory, {args.labels}):", means)
     zoo = load_zoo(args.zoo)
     names = [e.name for e in zoo]
-    runs = {e.name: train_entry(e, out, epochs=args.epochs, batch_size=256, seed=seed, main_label=cached["main_label"])
+    runs = {e.name: train_entry(e, out, epochs=args.epochs, batch_size=args.batch_size,
+                                seed=seed + args.train_seed_offset, main_label=cached["main_label"])
             for e in zoo}
-    hard = cached.get(f"memories_e{args.epochs}_b256", {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
-    new = {"planted": "planted probabilities", "clamped": "labels clamped to [0.05, 0.95]"}[args.labels]
-    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch 256 "
+    recipe = memory_key(f"memories_e{args.epochs}_b{args.batch_size}", args.train_seed_offset)
+    (work / f"{out.name}.{recipe}.json").write_text(json.dumps(runs, indent=1))  # for averaging over seeds
+    hard = cached.get(recipe, {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
+    new = {"planted": "planted probabilities", "clamped": "labels clamped to [0.05, 0.95]",
+           "observed": "observed labels", "kept": "its labels"}[args.labels]
+    new += ", weights 1" if args.weights == "uniform" else ""
+    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch {args.batch_size} "
           f"(test AUC / GAUC of {cached['main_label']})\n")
     print(f"| config | full data | memory, its labels | memory, {new} |\n|---|---|---|---|")
     for n in names:
         f, h, o = cached["full"][n], hard.get(n), runs[n]
         print(f"| {n} | {f['auc']:.4f} / {f['gauc']:.4f} | "
               + (f"{h['auc']:.4f} / {h['gauc']:.4f}" if h else "") + f" | {o['auc']:.4f} / {o['gauc']:.4f} |")
-    for k in (full_key(0), full_key(100)):
+    for k in map(full_key, TRAIN_OFFSETS):
         if k in cached:
             full = [cached[k][n]["auc"] for n in names]
             taus = {label: ranking_agreement(full, [r[n]["auc"] for n in names])["tau"]

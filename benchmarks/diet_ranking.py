@@ -30,7 +30,7 @@ from recsys.distill.baselines import select
 from recsys.distill.diet import DIETConfig, run_diet
 from recsys.distill.memory import write_memory_dataset
 from recsys.distill.stream import ChainStream
-from recsys.distill.zoo import compare, load_zoo, ranking_agreement, train_entry
+from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, ranking_agreement, train_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
@@ -128,7 +128,8 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
     lines = [f"Zoo {args.zoo.name} ({len(zoo)} configurations), {args.dataset}-format u{args.users} i{args.items}"
              + "".join(f" {k}={v}" for k, v in args.synth.items()) + ", "
              f"blocks of {args.block_days} days, full data {args.full_epochs} epochs (batch 512), memories "
-             f"{args.memory_epochs} epochs (batch {args.memory_batch_size}); test AUC of "
+             f"{args.memory_epochs} epochs (batch {args.memory_batch_size}, learning rates x"
+             f"{args.memory_lr_scale:g}); test AUC of "
              f"{results[seeds[0]].get('main_label', 'purchase')}.", ""]
     lines.append("Training chains per seed: " + ", ".join(f"{results[s]['stream_chains']:,}" for s in seeds))
     lines += ["", "At a 1% budget (mean ± sd over seeds " + ", ".join(map(str, seeds)) + "):", "",
@@ -301,8 +302,10 @@ def main() -> None:
     p.add_argument("--block-days", type=int, default=7)
     p.add_argument("--full-epochs", type=int, default=2)
     p.add_argument("--memory-epochs", type=int, default=6)
-    p.add_argument("--memory-batch-size", type=int, default=256)
-    p.add_argument("--memory-lr-scale", type=float, default=1.0,
+    p.add_argument("--memory-batch-size", type=int, default=MEMORY_BATCH_SIZE,
+                   help="default: the toolkit's memory recipe (recsys.distill.zoo; before 2026-11-28's seventh "
+                        "stop it was 256, at learning-rate scale 1)")
+    p.add_argument("--memory-lr-scale", type=float, default=MEMORY_LR_SCALE,
                    help="multiply the zoo's learning rates by this on the memories (full data: the zoo's own)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "diet")
     p.add_argument("--memory-seed-offset", type=int, default=0,

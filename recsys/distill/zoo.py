@@ -32,6 +32,15 @@ from recsys.data.chain_ranking import ChainDataModule
 from recsys.data.errors import DataError
 
 
+#: The memory recipe's batch size and learning-rate scale (6 epochs): batch 512 with both learning rates
+#: doubled (the linear scaling rule from batch 256 at 1x). Half the optimizer steps of 6 x 256 at 1x, so
+#: every configuration trains >= 30x cheaper than on full data (the per-step cost does not shrink with the
+#: batch), and on BENCHMARKS.md's 600-user stream it ranks the zoo as well as 6 x 256 does; 6 x 512 at 1x
+#: leaves the models near their initialization and ranks them by training seed (BENCHMARKS.md, "DIET").
+MEMORY_BATCH_SIZE = 512
+MEMORY_LR_SCALE = 2.0
+
+
 def registered_models() -> dict[str, type]:
     from recsys.models.a2gen import A2GenModule
     from recsys.models.deepfm import DeepFM
@@ -112,8 +121,8 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
 
 
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
-            memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = 256, seed: int = 0,
-            memory_lr_scale: float = 1.0, full_results: dict[str, dict[str, float]] | None = None,
+            memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = MEMORY_BATCH_SIZE, seed: int = 0,
+            memory_lr_scale: float = MEMORY_LR_SCALE, full_results: dict[str, dict[str, float]] | None = None,
             log=print) -> dict[str, Any]:  # noqa: ANN001
     """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
     per-entry metrics and, per memory, the ranking agreement with full data and the cost ratios."""

@@ -77,3 +77,16 @@ def test_memory_of_another_dataset_is_refused(prepared_kuairand: Path, random_me
                  "--zoo", str(zoo)])
     assert code == 1
     assert "built on another dataset" in capsys.readouterr().err
+
+
+def test_the_cli_and_compare_default_to_the_toolkit_memory_recipe():
+    """``recsys distill compare`` writes its defaults as literals (its CLI is built from the signature without
+    importing Lightning); they must stay the recipe BENCHMARKS.md measures (6 x 512, learning rates x2)."""
+    import inspect
+
+    from recsys.cli import distill_compare
+    from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE
+
+    for fn in (distill_compare, compare):
+        params = inspect.signature(fn).parameters
+        assert (params["memory_batch_size"].default, params["memory_lr_scale"].default) == (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE)
