@@ -16,8 +16,8 @@ the memory lacks inputs, not labels.
 starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
 behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--labels
 observed`` sets them to the chains' observed 0/1 labels and ``--labels kept`` keeps the memory's own;
-``--weights uniform`` sets every slot's weight to 1 (default: kept). With a DIET memory these two ablate its learned labels and its learned
-weights one at a time. ``--epochs`` and ``--batch-size`` set the memory recipe (default 6 x 256),
+``--weights uniform`` sets every slot's weight to 1 (default: kept). With a DIET memory these two ablate its
+learned labels and its learned weights one at a time. ``--epochs`` and ``--batch-size`` set the memory recipe (default 6 x 256),
 ``--train-seed-offset`` the zoo's training seed; the zoo's results are also written next to the memory
 (``<memory>.<recipe>.json``), and ``--report-seeds 0 1 2`` ranks the zoo's mean over the training
 seeds run, against full data's mean over the same ones (``diet_ranking.py``'s steadiest protocol).

@@ -121,8 +121,8 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
 
 
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
-            memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = MEMORY_BATCH_SIZE, seed: int = 0,
-            memory_lr_scale: float = MEMORY_LR_SCALE, full_results: dict[str, dict[str, float]] | None = None,
+            memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = MEMORY_BATCH_SIZE,
+            seed: int = 0, memory_lr_scale: float = MEMORY_LR_SCALE, full_results: dict[str, dict[str, float]] | None = None,
             log=print) -> dict[str, Any]:  # noqa: ANN001
     """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
     per-entry metrics and, per memory, the ranking agreement with full data and the cost ratios."""

@@ -89,4 +89,5 @@ def test_the_cli_and_compare_default_to_the_toolkit_memory_recipe():
 
     for fn in (distill_compare, compare):
         params = inspect.signature(fn).parameters
-        assert (params["memory_batch_size"].default, params["memory_lr_scale"].default) == (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE)
+        defaults = (params["memory_batch_size"].default, params["memory_lr_scale"].default)
+        assert defaults == (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE)
