@@ -7,17 +7,19 @@ drew it from: :meth:`recsys.data.synth.kuairand.KuaiRandTruth.action_probabiliti
 item and start day (one exposure's probability; a chain of repeated exposures is likelier to hold the
 action, so these slightly under-state multi-event chains). This script copies a memory built by
 ``diet_ranking.py`` (same ``--out``, ``--users``, ``--items``, ``--synth``), swaps its soft labels for
-those probabilities (weights kept), trains the zoo on it with the benchmark's memory recipe (6 epochs at
-batch 256, the full-data runs' training seed) and prints each configuration's test AUC / GAUC and the
-ranking's Kendall tau against the cached full-data runs. If the zoo's GAUC stays where hard labels left it,
-the memory lacks inputs, not labels.
+those probabilities (weights kept), trains the zoo on it with the toolkit's memory recipe (6 epochs at
+batch 512, learning rates x2; the full-data runs' training seed) and prints each configuration's test AUC /
+GAUC and the ranking's Kendall tau against the cached full-data runs. If the zoo's GAUC stays where hard
+labels left it, the memory lacks inputs, not labels.
 
 ``--labels clamped`` instead sets them to the memory's labels clamped to [0.05, 0.95], which is where DIET
 starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
 behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--labels
 observed`` sets them to the chains' observed 0/1 labels and ``--labels kept`` keeps the memory's own;
 ``--weights uniform`` sets every slot's weight to 1 (default: kept). With a DIET memory these two ablate its
-learned labels and its learned weights one at a time. ``--epochs`` and ``--batch-size`` set the memory recipe (default 6 x 256),
+learned labels and its learned weights one at a time. ``--epochs``, ``--batch-size`` and ``--lr-scale`` set
+the memory recipe (default: the toolkit's, 6 x 512 with learning rates x2; the commands in BENCHMARKS.md
+from before its seventh DIET stop ran 6 x 256 at x1),
 ``--train-seed-offset`` the zoo's training seed; the zoo's results are also written next to the memory
 (``<memory>.<recipe>.json``), and ``--report-seeds 0 1 2`` ranks the zoo's mean over the training
 seeds run, against full data's mean over the same ones (``diet_ranking.py``'s steadiest protocol).
@@ -38,14 +40,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from diet_learnability import raw_ids
-from diet_ranking import ROOT, TRAIN_OFFSETS, full_key, memory_key, parse_synth
+from diet_ranking import ROOT, TRAIN_OFFSETS, full_key, memory_key, parse_synth, recipe_key
 
 from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
 from recsys.distill.stream import ChainStream
-from recsys.distill.zoo import load_zoo, ranking_agreement, train_entry
+from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, load_zoo, ranking_agreement, train_entry
 
 
 def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str,  # noqa: ANN001
@@ -94,7 +96,7 @@ def report(args: argparse.Namespace) -> None:
     """Both sides averaged over training seeds (diet_ranking.py's steadiest protocol), for the relabelled
     memory and for the memory as it is, per dataset seed."""
     names = [e.name for e in load_zoo(args.zoo)]
-    base = f"memories_e{args.epochs}_b{args.batch_size}"
+    base = recipe_key(args.epochs, args.batch_size, args.lr_scale)
     variant = variant_name(args.method, args.budget, args.labels, args.weights)
     rows = {"as it is": [], variant: []}
     for seed in args.report_seeds:
@@ -111,7 +113,8 @@ def report(args: argparse.Namespace) -> None:
         for label, results in (("as it is", theirs), (variant, mine)):
             rows[label].append((seed, offsets, ranking_agreement(full, [statistics.mean(r[n]["auc"] for r in results)
                                                                           for n in names])["tau"]))
-    print(f"Kendall tau, both sides averaged over training seeds (+ offsets), {args.epochs} x {args.batch_size}:")
+    print(f"Kendall tau, both sides averaged over training seeds (+ offsets), {args.epochs} x {args.batch_size}, "
+          f"learning rates x{args.lr_scale:g}:")
     for label, got in rows.items():
         taus = [t for _, _, t in got]
         print(f"| {label} | " + " / ".join(f"{t:.3f} (seed {s}, + {'/'.join(map(str, o))})" for s, o, t in got)
@@ -126,7 +129,9 @@ def main() -> None:
     p.add_argument("--labels", choices=["planted", "clamped", "observed", "kept"], default="planted")
     p.add_argument("--weights", choices=["kept", "uniform"], default="kept")
     p.add_argument("--epochs", type=int, default=6, help="epochs on the memory")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size on the memory")
+    p.add_argument("--batch-size", type=int, default=MEMORY_BATCH_SIZE, help="batch size on the memory")
+    p.add_argument("--lr-scale", type=float, default=MEMORY_LR_SCALE,
+                   help="multiplies the zoo's learning rates on the memory (the toolkit's recipe by default)")
     p.add_argument("--train-seed-offset", type=int, default=0,
                    help="train the zoo with seed + this (diet_ranking.py's --memory-seed-offset)")
     p.add_argument("--users", type=int, default=3000)
@@ -156,15 +161,17 @@ def main() -> None:
     zoo = load_zoo(args.zoo)
     names = [e.name for e in zoo]
     runs = {e.name: train_entry(e, out, epochs=args.epochs, batch_size=args.batch_size,
-                                seed=seed + args.train_seed_offset, main_label=cached["main_label"])
+                                seed=seed + args.train_seed_offset, main_label=cached["main_label"],
+                                lr_scale=args.lr_scale)
             for e in zoo}
-    recipe = memory_key(f"memories_e{args.epochs}_b{args.batch_size}", args.train_seed_offset)
+    recipe = memory_key(recipe_key(args.epochs, args.batch_size, args.lr_scale), args.train_seed_offset)
     (work / f"{out.name}.{recipe}.json").write_text(json.dumps(runs, indent=1))  # for averaging over seeds
     hard = cached.get(recipe, {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
     new = {"planted": "planted probabilities", "clamped": "labels clamped to [0.05, 0.95]",
            "observed": "observed labels", "kept": "its labels"}[args.labels]
     new += ", weights 1" if args.weights == "uniform" else ""
-    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch {args.batch_size} "
+    print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch {args.batch_size}, "
+          f"learning rates x{args.lr_scale:g} "
           f"(test AUC / GAUC of {cached['main_label']})\n")
     print(f"| config | full data | memory, its labels | memory, {new} |\n|---|---|---|---|")
     for n in names:

@@ -65,6 +65,13 @@ def full_key(offset: int) -> str:
     return {0: "full", RESEED: "full_reseeded"}.get(offset, f"full_s{offset}")
 
 
+def recipe_key(epochs: int, batch_size: int, lr_scale: float) -> str:
+    """Where a memory-training recipe's results are cached (the first recipe, 6 epochs at batch 32 with the
+    zoo's own learning rates, under "memories")."""
+    base = "memories" if (epochs, batch_size) == (6, 32) else f"memories_e{epochs}_b{batch_size}"
+    return base + (f"_lr{lr_scale:g}" if lr_scale != 1.0 else "")
+
+
 def memory_key(base: str, offset: int) -> str:
     """Where a memory recipe's (``base``) results with training seed + ``offset`` are cached."""
     return f"{base}_s{offset}" if offset else base
@@ -316,10 +323,7 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     args = p.parse_args()
     args.synth = parse_synth(args.synth, p)
-    # each memory-training recipe keeps its own results (the first one, 6 epochs at batch 32, under "memories")
-    recipe = (args.memory_epochs, args.memory_batch_size)
-    args.mkey = "memories" if recipe == (6, 32) else f"memories_e{recipe[0]}_b{recipe[1]}"
-    args.recipe_key = args.mkey + (f"_lr{args.memory_lr_scale:g}" if args.memory_lr_scale != 1.0 else "")
+    args.recipe_key = recipe_key(args.memory_epochs, args.memory_batch_size, args.memory_lr_scale)
     args.mkey = memory_key(args.recipe_key, args.memory_seed_offset)
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)
