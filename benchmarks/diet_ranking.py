@@ -100,7 +100,7 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
     done["main_label"] = stream.main_label
     budgets = args.budgets if seed in args.sweep_seeds else [0.01]
     kw = dict(full_epochs=args.full_epochs, memory_epochs=args.memory_epochs, batch_size=512,
-              memory_batch_size=args.memory_batch_size, memory_lr_scale=args.memory_lr_scale, seed=seed, log=print)
+              memory_batch_size=args.memory_batch_size, memory_lr_scale=args.memory_lr_scale, seeds=(seed,), log=print)
     if "full" not in done:
         done["full"] = compare(data, [], zoo, **kw)["full"]
         _save(cache, done)
@@ -119,7 +119,7 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
             mem = work / f"{method}-{budget}"
             build = build_memory(method, data, mem, budget, seed, args.block_days)
             result = compare(data, [mem], zoo, full_results=done["full"],
-                             **{**kw, "seed": seed + args.memory_seed_offset})["memories"][str(mem)]
+                             **{**kw, "seeds": (seed + args.memory_seed_offset,)})["memories"][str(mem)]
             result["build_seconds"] = build
             done[args.mkey][key] = result
             _save(cache, done)

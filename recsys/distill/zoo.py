@@ -11,7 +11,9 @@ A zoo file (YAML) names configurations of the toolkit's chain-ranking models::
 
 Every configuration trains a fixed number of epochs through Lightning (no early stopping, so the cost is
 what the data asks for) and is scored on the source's test split: the main label's AUC, GAUC and LogLoss.
-Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1 agreement.
+Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1 agreement, optionally
+with both sides averaged over several training seeds, beside full data's agreement with itself across those
+seeds (the most any memory can be expected to reach).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,41 +123,75 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
             "top1": float(int(a.argmax()) == int(b.argmax()))}
 
 
+def _mean_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each entry's metrics averaged over runs (one dict ``name -> metrics`` per training seed)."""
+    return {name: {k: sum(r[name][k] for r in runs) / len(runs) for k in runs[0][name]} for name in runs[0]}
+
+
+def full_self_agreement(runs: list[dict[str, dict[str, float]]], names: list[str]) -> dict[str, float]:
+    """Kendall tau of one full-data run's ranking against another's, over every pair of training seeds: the
+    yardstick for a memory's tau (no memory can be expected to agree with full data better than full data
+    agrees with itself; BENCHMARKS.md, "DIET", measured 0.50-0.86 between two seeds on its 600-user stream).
+    E.g. three runs give three pairs; ``tau_mean`` is their mean, ``tau_min``/``tau_max`` the extremes."""
+    taus = [ranking_agreement([a[n]["auc"] for n in names], [b[n]["auc"] for n in names])["tau"]
+            for i, a in enumerate(runs) for b in runs[i + 1:]]
+    return {"pairs": len(taus), "tau_mean": sum(taus) / len(taus), "tau_min": min(taus), "tau_max": max(taus)}
+
+
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
             memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = MEMORY_BATCH_SIZE,
-            seed: int = 0, memory_lr_scale: float = MEMORY_LR_SCALE, full_results: dict[str, dict[str, float]] | None = None,
-            log=print) -> dict[str, Any]:  # noqa: ANN001
-    """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory; return
-    per-entry metrics and, per memory, the ranking agreement with full data and the cost ratios."""
+            seeds: Sequence[int] = (0,), memory_lr_scale: float = MEMORY_LR_SCALE,
+            full_results: dict[str, dict[str, float]] | None = None, log=print) -> dict[str, Any]:  # noqa: ANN001
+    """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory, once per
+    training seed of ``seeds``; return per-entry metrics averaged over the seeds and, per memory, the ranking
+    agreement of those means with full data's means, and the cost ratios.
+
+    One training seed ranks configurations that differ by little more than seed noise; averaging both sides
+    over several seeds is the steadier protocol, and with two or more seeds ``full_self_agreement`` (full
+    data's runs against one another) says how well any ranking could agree at all. ``full_results`` (already
+    averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs`` and each
+    memory's ``runs``, keyed by seed.
+    """
     from recsys.distill.memory import check_memory_of
     from recsys.distill.stream import ChainStream
 
+    if not seeds:
+        raise ValueError("compare needs at least one training seed")
     stream = ChainStream(str(data))
     metas = {str(m): check_memory_of(m, stream) for m in memories}
     main = stream.main_label
     for meta in metas.values():
         main = meta.get("main_label", main)
-    def train_all(path: str | Path, tag: str, epochs: int, batch: int, lr_scale: float = 1.0) -> dict[str, dict[str, float]]:
-        results = {}
-        for e in zoo:
-            r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed, main_label=main,
-                                              lr_scale=lr_scale)
-            log(f"{tag:<8} {e.name:<16} auc {r['auc']:.4f}  {r['train_seconds']:.1f} s")
-        return results
-
-    if full_results is None:
-        full_results = train_all(data, "full", full_epochs, batch_size)
-    out: dict[str, Any] = {"main_label": main, "full": full_results, "memories": {}}
     names = [e.name for e in zoo]
+
+    def train_all(path: str | Path, tag: str, epochs: int, batch: int, lr_scale: float = 1.0) -> dict[str, Any]:
+        runs = {}
+        for seed in seeds:
+            results = runs[str(seed)] = {}
+            for e in zoo:
+                r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed,
+                                                  main_label=main, lr_scale=lr_scale)
+                log(f"{tag:<8} {e.name:<16} seed {seed:<4} auc {r['auc']:.4f}  {r['train_seconds']:.1f} s")
+        return runs
+
+    out: dict[str, Any] = {"main_label": main, "seeds": list(seeds), "memories": {}}
+    if full_results is None:
+        full_runs = train_all(data, "full", full_epochs, batch_size)
+        full_results = _mean_runs(list(full_runs.values()))
+        out["full_runs"] = full_runs
+        if len(full_runs) > 1:
+            out["full_self_agreement"] = full_self_agreement(list(full_runs.values()), names)
+    out["full"] = full_results
     for mem in memories:
-        per = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
+        runs = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
+        per = _mean_runs(list(runs.values()))
         agreement = ranking_agreement([full_results[n]["auc"] for n in names], [per[n]["auc"] for n in names])
         cost = {
             "samples_ratio": sum(full_results[n]["train_samples"] for n in names) / sum(per[n]["train_samples"] for n in names),
             "seconds_ratio": sum(full_results[n]["train_seconds"] for n in names) / sum(per[n]["train_seconds"] for n in names),
         }
         out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
-                                    "entries": per, **agreement, **cost}
+                                    "entries": per, "runs": runs, **agreement, **cost}
     return out
 
 
@@ -163,11 +200,17 @@ def format_comparison(result: dict[str, Any]) -> str:
     mems = list(result["memories"])
     head = ["config", "full", *(f"{result['memories'][m]['meta']['method']} {result['memories'][m]['meta']['budget']:.2%}"
                                 for m in mems)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    seeds = result.get("seeds", [0])
+    lines = [f"Test AUC of {result['main_label']}" + (f", mean over training seeds {seeds}" if len(seeds) > 1 else "")
+             + ":", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, full in result["full"].items():
         lines.append("| " + " | ".join([name, f"{full['auc']:.4f}",
                                         *(f"{result['memories'][m]['entries'][name]['auc']:.4f}" for m in mems)]) + " |")
     for key, fmt in (("tau", "{:.3f}"), ("rho", "{:.3f}"), ("top1", "{:.0f}"), ("samples_ratio", "{:.1f}x"),
                      ("seconds_ratio", "{:.1f}x")):
         lines.append("| " + " | ".join([key, "", *(fmt.format(result["memories"][m][key]) for m in mems)]) + " |")
+    if "full_self_agreement" in result:
+        a = result["full_self_agreement"]
+        lines += ["", f"Full data against itself (one training seed's run against another's, {a['pairs']} pairs): "
+                      f"Kendall tau {a['tau_mean']:.3f} on the mean ({a['tau_min']:.3f} to {a['tau_max']:.3f})."]
     return "\n".join(lines)

@@ -68,14 +68,41 @@ def test_compare_trains_each_model_on_full_data_and_memory(prepared_tmall: Path,
     assert -1.0 <= mem["tau"] <= 1.0
     assert mem["samples_ratio"] == pytest.approx(10.0, rel=0.02)  # 10% memory, one epoch each
     assert "| din |" in format_comparison(result)
+    assert "full_self_agreement" not in result  # one seed: no yardstick
+
+
+def test_compare_averages_both_sides_over_training_seeds(prepared_tmall: Path, random_memory: Path,
+                                                          tmp_path: Path) -> None:
+    """With two seeds every configuration trains twice on each side; the ranking compares the mean AUCs, and full
+    data's two runs are ranked against each other (the yardstick)."""
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("recipe: {lr: 0.003}\nentries:\n"
+                   "  - {name: mmoe, model: MMoE, init_args: {dim: 8}}\n"
+                   "  - {name: deepfm, model: DeepFM, init_args: {dim: 8}}\n")
+    result = compare(prepared_tmall, [random_memory], load_zoo(zoo), full_epochs=1, memory_epochs=1, seeds=(0, 1),
+                     log=lambda s: None)
+    runs = result["full_runs"]
+    assert set(runs) == {"0", "1"}
+    assert runs["0"]["mmoe"]["auc"] != runs["1"]["mmoe"]["auc"]  # the seed reaches the training
+    for name in ("mmoe", "deepfm"):
+        assert result["full"][name]["auc"] == pytest.approx((runs["0"][name]["auc"] + runs["1"][name]["auc"]) / 2)
+    mem = result["memories"][str(random_memory)]
+    assert mem["entries"]["mmoe"]["auc"] == pytest.approx(sum(r["mmoe"]["auc"] for r in mem["runs"].values()) / 2)
+    one_pair = ranking_agreement([runs["0"][n]["auc"] for n in ("mmoe", "deepfm")],
+                                 [runs["1"][n]["auc"] for n in ("mmoe", "deepfm")])["tau"]
+    assert result["full_self_agreement"] == {"pairs": 1, "tau_mean": one_pair, "tau_min": one_pair,
+                                             "tau_max": one_pair}
+    assert "Full data against itself" in format_comparison(result)
+    with pytest.raises(ValueError, match="at least one training seed"):
+        compare(prepared_tmall, [], load_zoo(zoo), seeds=())
 
 
 def test_memory_of_another_dataset_is_refused(prepared_kuairand: Path, random_memory: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     zoo = ZOOS[0]
     code = main(["distill", "compare", "--data", str(prepared_kuairand), "--memories", f"[{random_memory}]",
-                 "--zoo", str(zoo)])
-    assert code == 1
+                 "--zoo", str(zoo), "--seeds", "[0, 1]"])
+    assert code == 1  # the seeds parse; the memory is refused before any training
     assert "built on another dataset" in capsys.readouterr().err
 
 
