@@ -211,6 +211,6 @@ def format_comparison(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([key, "", *(fmt.format(result["memories"][m][key]) for m in mems)]) + " |")
     if "full_self_agreement" in result:
         a = result["full_self_agreement"]
-        lines += ["", f"Full data against itself (one training seed's run against another's, {a['pairs']} pairs): "
-                      f"Kendall tau {a['tau_mean']:.3f} on the mean ({a['tau_min']:.3f} to {a['tau_max']:.3f})."]
+        lines += ["", (f"Full data against itself (one training seed's run against another's, {a['pairs']} pairs): "
+                       f"Kendall tau {a['tau_mean']:.3f} on the mean ({a['tau_min']:.3f} to {a['tau_max']:.3f}).")]
     return "\n".join(lines)
