@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESEED = 100
 #: Training-seed offsets the averaged protocol uses, where both sides have them (``--full-seed-offset``,
 #: ``--memory-seed-offset``)
-TRAIN_OFFSETS = (0, RESEED, 200, 300)
+TRAIN_OFFSETS = (0, RESEED, 200, 300, 400, 500)
 METHODS = ("diet", "diet_users", "random", "reservoir", "herding", "kcenter", "influence")
 
 
@@ -204,6 +204,17 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                       + "; ".join(f"+ {a} vs + {b}: " + " / ".join(
                           f"{ranking_agreement(*[[results[s][full_key(o)][n]['auc'] for n in names] for o in (a, b)])['tau']:.3f}"
                           for s in rerun) for a, b in pairs) + "."]
+        # full data against itself with both sides averaged: the first k full-data runs' mean AUCs against the
+        # next k runs' (disjoint seeds), the most a memory can be expected to reach in the k-seed protocol
+        full_offsets = [o for o in TRAIN_OFFSETS if all(full_key(o) in results[s] for s in rerun)]
+        for k in range(2, len(full_offsets) // 2 + 1):
+            halves = full_offsets[:k], full_offsets[k: 2 * k]
+            taus = [ranking_agreement(*[[statistics.mean(results[s][full_key(o)][n]["auc"] for o in half)
+                                         for n in names] for half in halves])["tau"] for s in rerun]
+            lines += ["", f"Full data against itself, both sides averaged over {k} training seeds (+ "
+                      + " / + ".join(map(str, halves[0])) + " against + " + " / + ".join(map(str, halves[1]))
+                      + "), tau per seed: " + " / ".join(f"{t:.3f}" for t in taus)
+                      + f"; {_mean_sd(taus)} on the mean."]
         for n_off in range(2, len(offsets) + 1):
             use = offsets[:n_off]
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
