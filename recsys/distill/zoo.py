@@ -149,9 +149,9 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
 
     One training seed ranks configurations that differ by little more than seed noise; averaging both sides
     over several seeds is the steadier protocol, and with two or more seeds ``full_self_agreement`` (full
-    data's runs against one another) says how well one run's ranking reproduces another's. ``full_results`` (already
-    averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs`` and each
-    memory's ``runs``, keyed by seed.
+    data's runs against one another) says how well one run's ranking reproduces another's. ``full_results``
+    (already averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs``
+    and each memory's ``runs``, keyed by seed.
     """
     from recsys.distill.memory import check_memory_of
     from recsys.distill.stream import ChainStream
@@ -202,8 +202,9 @@ def format_comparison(result: dict[str, Any]) -> str:
     head = ["config", "full", *(f"{result['memories'][m]['meta']['method']} {result['memories'][m]['meta']['budget']:.2%}"
                                 for m in mems)]
     seeds = result.get("seeds", [0])
-    lines = [f"Test AUC of {result['main_label']}" + (f", mean over training seeds {seeds}" if len(seeds) > 1 else "")
-             + ":", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    averaged = f", mean over training seeds {seeds}" if len(seeds) > 1 else ""
+    lines = [f"Test AUC of {result['main_label']}{averaged}:", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
     for name, full in result["full"].items():
         lines.append("| " + " | ".join([name, f"{full['auc']:.4f}",
                                         *(f"{result['memories'][m]['entries'][name]['auc']:.4f}" for m in mems)]) + " |")
