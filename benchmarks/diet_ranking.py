@@ -222,15 +222,23 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                           f"{n_off} runs on full data (mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
                       "| memory | Kendall tau | Spearman rho | top-1 | per seed tau |", "|---|---|---|---|---|"]
             for m in args.methods:
-                key = f"{m}@0.01"
-                if not all(key in results[s][memory_key(base, o)] for s in rerun for o in use):
-                    continue
-                agree = [ranking_agreement(
-                    [statistics.mean(results[s][full_key(o)][n]["auc"] for o in use) for n in names],
-                    [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in use)
-                     for n in names]) for s in rerun]
-                lines.append(f"| {m} | " + " | ".join(_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1"))
-                             + " | " + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
+                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names)
+                if agree:
+                    cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1")]
+                    lines.append(f"| {m} | " + " | ".join(cells) + " | "
+                                 + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
+        if len(offsets) > 1 and len(args.budgets) > 1:
+            lines += ["", f"Kendall tau against budget, both sides averaged over {len(offsets)} training seeds "
+                          "(mean ± sd over seeds " + ", ".join(map(str, rerun))
+                          + "; empty where a budget lacks runs):",
+                      "",
+                      "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |",
+                      "|---" * (1 + len(args.budgets)) + "|"]
+            for m in args.methods:
+                cells = [averaged_agreement(results, rerun, base, offsets, f"{m}@{b}", names) for b in args.budgets]
+                if any(cells):
+                    lines.append(f"| {m} | " + " | ".join(_mean_sd([a["tau"] for a in c]) if c else "" for c in cells)
+                                 + " |")
     s0 = seeds[0]
     present = [m for m in args.methods if f"{m}@0.01" in results[s0][args.mkey]]
     for metric in ("auc", "gauc"):
@@ -255,6 +263,19 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                 f"{statistics.mean(c['entries'][n]['auc'] for n in names):.4f}" if c else "" for c in cells) + " |")
         plot(args, results[sweep[0]], sweep[0])
     return "\n".join(lines) + "\n"
+
+
+def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, offsets: list[int], key: str,
+                       names: list[str]) -> list[dict[str, float]] | None:
+    """Per seed, the ranking agreement of the zoo's mean AUC over its runs on memory ``key`` (training seeds
+    + ``offsets``, recipe ``base``) with its mean over full data's runs at the same offsets; None unless every
+    run is cached."""
+    if not all(key in results[s].get(memory_key(base, o), {}) for s in seeds for o in offsets):
+        return None
+    return [ranking_agreement(
+        [statistics.mean(results[s][full_key(o)][n]["auc"] for o in offsets) for n in names],
+        [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names])
+        for s in seeds]
 
 
 def _mean_sd(values: list[float]) -> str:
