@@ -28,7 +28,7 @@ from pathlib import Path
 from recsys.data.demo import demo_dataset
 from recsys.distill.baselines import select
 from recsys.distill.diet import DIETConfig, run_diet
-from recsys.distill.memory import write_memory_dataset
+from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, ranking_agreement, train_entry
 
@@ -163,6 +163,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                      f"{full_s / (build + mem_s):.1f}x |")
     zoo_full = [statistics.mean(results[s]["full"][n]["auc"] for n in names) for s in seeds]
     lines.append(f"| full data | 1 | 1 | 1 | {statistics.mean(zoo_full):.3f} | 1x | 1x | | |")
+    lines += coverage_table(args, seeds)
     rerun = [s for s in seeds if "full_reseeded" in results[s]]
     if rerun:
         mean_full, ceiling = {}, []
@@ -263,6 +264,23 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                 f"{statistics.mean(c['entries'][n]['auc'] for n in names):.4f}" if c else "" for c in cells) + " |")
         plot(args, results[sweep[0]], sweep[0])
     return "\n".join(lines) + "\n"
+
+
+def coverage_table(args: argparse.Namespace, seeds: list[int]) -> list[str]:
+    """Report lines: what each 1% memory covers of the test split (``memory_coverage``), mean over seeds."""
+    covered = {}
+    for m in args.methods:
+        dirs = [args.out / f"seed{s}" / f"{m}-0.01" for s in seeds]
+        if all(d.is_dir() for d in dirs):
+            covered[m] = [memory_coverage(d) for d in dirs]
+    if not covered:
+        return []
+    full = statistics.mean(c["items_full"] for c in next(iter(covered.values())))
+    return ["", "Share of the test chains whose user / item at least one slot of the 1% memory holds, and whose "
+                f"item at least five hold (mean over seeds; the full training split covers {full:.3f} of their "
+                "items):", "", "| memory | users | items | items in >= 5 slots |", "|---|---|---|---|",
+            *(f"| {m} | " + " | ".join(f"{statistics.mean(c[k] for c in cov):.3f}" for k in ("users", "items", "items_5"))
+              + " |" for m, cov in covered.items())]
 
 
 def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, offsets: list[int], key: str,
