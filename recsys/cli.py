@@ -239,6 +239,7 @@ def distill_diet(
     replace_schedule: Literal["reservoir", "fixed"] = "reservoir",
     replace_fraction: float = 0.05,
     activity_strata: int = 1,
+    user_cap: float = 0.0,
 ) -> None:
     """Distil a prepared dataset's training stream into a DIET memory (a prepared dataset at ``out``).
 
@@ -258,13 +259,15 @@ def distill_diet(
             ``replace_fraction`` of the memory and only slots less influential than the new sample.
         replace_fraction: with ``fixed``, most slots replaced per block, as a fraction of the memory.
         activity_strata: user-activity buckets that selections keep beside the main label (1: none).
+        user_cap: a user holds at most ``floor(user_cap x slots x its share of the chains seen) + 1`` slots
+            (0: no cap).
     """
     from recsys.distill.diet import DIETConfig, run_diet
 
     config = DIETConfig(budget=budget, block_days=block_days, main_label=main_label, seed=seed, init_score=init_score,
                         inner_steps=inner_steps, unroll=unroll, outer_steps=outer_steps,
                         replace_schedule=replace_schedule, replace_fraction=replace_fraction,
-                        activity_strata=activity_strata)
+                        activity_strata=activity_strata, user_cap=user_cap)
     run_diet(data, out, config)
 
 

@@ -24,9 +24,26 @@ def quotas(total: int, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
-def stratified_top(scores: torch.Tensor, strata: torch.Tensor, k: int) -> torch.Tensor:
+def capped(order: torch.Tensor, groups: np.ndarray, room: np.ndarray, k: int) -> torch.Tensor:
+    """The first ``k`` of ``order`` (indices, best first) whose group still has room; ``room`` (per group) is
+    used up in place, so successive calls share it. E.g. groups ``[0, 0, 0, 1]``, room ``[2, 1]``, order
+    ``[0, 1, 2, 3]``, k 3: ``[0, 1, 3]``."""
+    keep = []
+    for i in order.tolist():
+        if len(keep) == k:
+            break
+        if room[groups[i]] > 0:
+            room[groups[i]] -= 1
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def stratified_top(scores: torch.Tensor, strata: torch.Tensor, k: int, groups: np.ndarray | None = None,
+                   room: np.ndarray | None = None) -> torch.Tensor:
     """Indices of ``k`` samples with the highest ``scores``, keeping each stratum's share (e.g. the rate of
-    the main label): stratum ``v`` gets ``quotas(k, counts)[v]`` of its best samples.
+    the main label): stratum ``v`` gets ``quotas(k, counts)[v]`` of its best samples. With ``groups`` (a group
+    per sample, e.g. its user) and ``room`` (per group), a group's samples are taken while it has room
+    (:func:`capped`; a stratum may then get fewer).
 
     >>> stratified_top(torch.tensor([5., 1., 4., 3., 2., 0.]), torch.tensor([0, 0, 0, 1, 1, 1]), 4).tolist()
     [0, 2, 3, 4]
@@ -36,5 +53,6 @@ def stratified_top(scores: torch.Tensor, strata: torch.Tensor, k: int) -> torch.
     picked = []
     for v, q in zip(values, quotas(k, counts)):
         idx = torch.nonzero(strata == v).flatten()
-        picked.append(idx[torch.argsort(scores[idx], descending=True, stable=True)[: int(q)]])
+        order = idx[torch.argsort(scores[idx], descending=True, stable=True)]
+        picked.append(order[: int(q)] if groups is None else capped(order, groups, room, int(q)))
     return torch.sort(torch.cat(picked)).values if picked else torch.zeros(0, dtype=torch.long)
