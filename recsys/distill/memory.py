@@ -148,7 +148,7 @@ def memory_coverage(memory_dir: Path, stage: str = "test") -> dict[str, float]:
     shares for the whole training split (``*_full``), the most any memory of it can cover.
 
     A diagnostic for what a memory can teach embedding-based models (BENCHMARKS.md, "DIET"): an item no slot
-    holds keeps its initial embedding, so on test chains of such items the zoo is ranked by its initialization.
+    holds keeps its initial embedding, which is all a model trained on the memory has for the test chains of it.
     E.g. 1% of a 600-user, 3,000-item stream: ``{"users": 0.93, "items": 0.72, "items_5": 0.45, ...}``."""
     dataset = PreparedDataset(str(memory_dir))
     if dataset.manifest.extra.get("memory") is None:
