@@ -13,7 +13,8 @@ Every configuration trains a fixed number of epochs through Lightning (no early 
 what the data asks for) and is scored on the source's test split: the main label's AUC, GAUC and LogLoss.
 Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1 agreement, optionally
 with both sides averaged over several training seeds, beside full data's agreement with itself across those
-seeds (how well one run's ranking reproduces another's).
+seeds (how well one run's ranking reproduces another's), and each memory's coverage of the test split (the
+shares of test chains whose user / item a slot holds, :func:`~recsys.distill.memory.memory_coverage`).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     (already averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs``
     and each memory's ``runs``, keyed by seed.
     """
-    from recsys.distill.memory import check_memory_of
+    from recsys.distill.memory import check_memory_of, memory_coverage
     from recsys.distill.stream import ChainStream
 
     if not seeds:
@@ -192,7 +193,8 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
             "seconds_ratio": sum(full_results[n]["train_seconds"] for n in names) / sum(per[n]["train_seconds"] for n in names),
         }
         out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
-                                    "entries": per, "runs": runs, **agreement, **cost}
+                                    "entries": per, "runs": runs, **agreement, **cost,
+                                    "coverage": memory_coverage(Path(mem))}
     return out
 
 
@@ -211,6 +213,8 @@ def format_comparison(result: dict[str, Any]) -> str:
     for key, fmt in (("tau", "{:.3f}"), ("rho", "{:.3f}"), ("top1", "{:.0f}"), ("samples_ratio", "{:.1f}x"),
                      ("seconds_ratio", "{:.1f}x")):
         lines.append("| " + " | ".join([key, "", *(fmt.format(result["memories"][m][key]) for m in mems)]) + " |")
+    for key, label in (("users", "test users covered"), ("items", "test items covered")):
+        lines.append("| " + " | ".join([label, "", *(f"{result['memories'][m]['coverage'][key]:.1%}" for m in mems)]) + " |")
     if "full_self_agreement" in result:
         a = result["full_self_agreement"]
         lines += ["", (f"Full data against itself (one training seed's run against another's, {a['pairs']} pairs): "

@@ -9,7 +9,7 @@ import pytest
 from recsys.cli import main
 from recsys.data.errors import DataError
 from recsys.distill.baselines import select
-from recsys.distill.memory import write_memory_dataset
+from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, ranking_agreement, registered_models,
                                 scaled_learning_rates)
@@ -67,7 +67,10 @@ def test_compare_trains_each_model_on_full_data_and_memory(prepared_tmall: Path,
     assert set(mem["entries"]) == {"din", "mmoe", "a2gen"}
     assert -1.0 <= mem["tau"] <= 1.0
     assert mem["samples_ratio"] == pytest.approx(10.0, rel=0.02)  # 10% memory, one epoch each
-    assert "| din |" in format_comparison(result)
+    assert mem["coverage"] == memory_coverage(random_memory)
+    assert 0 < mem["coverage"]["items"] < 1
+    table = format_comparison(result)
+    assert "| din |" in table and f"| test items covered |  | {mem['coverage']['items']:.1%} |" in table
     assert "full_self_agreement" not in result  # one seed: no yardstick
 
 
