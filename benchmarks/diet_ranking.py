@@ -38,7 +38,7 @@ RESEED = 100
 #: Training-seed offsets the averaged protocol uses, where both sides have them (``--full-seed-offset``,
 #: ``--memory-seed-offset``)
 TRAIN_OFFSETS = (0, RESEED, 200, 300, 400, 500)
-METHODS = ("diet", "diet_users", "diet_capped", "random", "reservoir", "herding", "kcenter", "influence")
+METHODS = ("diet", "diet_users", "diet_capped", "diet_relaxed", "random", "reservoir", "herding", "kcenter", "influence")
 
 
 def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, block_days: int) -> float:
@@ -47,10 +47,12 @@ def build_memory(method: str, data: Path, out: Path, budget: float, seed: int, b
     if out.is_dir() and stamp.is_file():
         return float(stamp.read_text())
     started = time.perf_counter()
-    if method.startswith("diet"):  # diet_users: strata by user activity too (4 buckets); diet_capped: user_cap 2
+    if method.startswith("diet"):  # diet_users: strata by user activity too (4 buckets); diet_capped: user_cap 2;
+        # diet_relaxed: the soft one-hot option on every field of at most 32 ids
         config = DIETConfig(budget=budget, block_days=block_days, seed=seed,
                             activity_strata=4 if method == "diet_users" else 1,
-                            user_cap=2.0 if method == "diet_capped" else 0.0)
+                            user_cap=2.0 if method == "diet_capped" else 0.0,
+                            relax_vocab=32 if method == "diet_relaxed" else 0)
         run_diet(data, out, config, log=lambda s: None)
     else:
         stream = ChainStream(str(data), block_days=block_days)

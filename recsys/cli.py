@@ -240,6 +240,8 @@ def distill_diet(
     replace_fraction: float = 0.05,
     activity_strata: int = 1,
     user_cap: float = 0.0,
+    relax_vocab: int = 0,
+    relax_peak: float = 0.95,
 ) -> None:
     """Distil a prepared dataset's training stream into a DIET memory (a prepared dataset at ``out``).
 
@@ -261,13 +263,17 @@ def distill_diet(
         activity_strata: user-activity buckets that selections keep beside the main label (1: none).
         user_cap: a user holds at most ``floor(user_cap x slots x its share of the chains seen) + 1`` slots
             (0: no cap).
+        relax_vocab: the soft one-hot option: every field with at most this many ids (not user or item)
+            becomes a learned distribution per slot (0: none).
+        relax_peak: where a relaxed field starts: this probability on the slot's own id.
     """
     from recsys.distill.diet import DIETConfig, run_diet
 
     config = DIETConfig(budget=budget, block_days=block_days, main_label=main_label, seed=seed, init_score=init_score,
                         inner_steps=inner_steps, unroll=unroll, outer_steps=outer_steps,
                         replace_schedule=replace_schedule, replace_fraction=replace_fraction,
-                        activity_strata=activity_strata, user_cap=user_cap)
+                        activity_strata=activity_strata, user_cap=user_cap, relax_vocab=relax_vocab,
+                        relax_peak=relax_peak)
     run_diet(data, out, config)
 
 

@@ -26,6 +26,8 @@ class _Movable:
             value = getattr(self, f.name)
             if isinstance(value, (torch.Tensor, KeyedJaggedTensor)):
                 value = value.to(device, non_blocking=non_blocking)
+            elif isinstance(value, dict):  # e.g. ChainBatch.relaxed
+                value = {k: v.to(device, non_blocking=non_blocking) for k, v in value.items()}
             moved[f.name] = value
         return replace(self, **moved)  # type: ignore[type-var]
 
@@ -35,6 +37,8 @@ class _Movable:
             value = getattr(self, f.name)
             if isinstance(value, (torch.Tensor, KeyedJaggedTensor)):
                 value = value.pin_memory()
+            elif isinstance(value, dict):
+                value = {k: v.pin_memory() for k, v in value.items()}
             pinned[f.name] = value
         return replace(self, **pinned)  # type: ignore[type-var]
 
@@ -115,6 +119,9 @@ class ChainBatch(_Movable):
     unknown or absent).
     ``soft_labels`` ``[B, K]`` / ``weights`` ``[B]``: training on a distilled memory (:mod:`recsys.distill`),
     each sample's learned per-action label in [0, 1] and its weight; ``None`` on ordinary data.
+    ``relaxed``: a memory's relaxed fields (DIET's soft one-hot option), ``{key: [B, V]}`` distributions over
+    the key's ``V`` ids that the models embed in place of the id ``features[key]`` holds (the slot's real
+    one); ``None`` on ordinary data. See :meth:`recsys.models.features.SparseFeatures.forward`.
     """
 
     features: KeyedJaggedTensor
@@ -127,6 +134,7 @@ class ChainBatch(_Movable):
     users: torch.Tensor
     soft_labels: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    relaxed: dict[str, torch.Tensor] | None = None
 
     def action_targets(self) -> torch.Tensor:
         """``[B, K]`` per-action classification targets: the soft labels where given, else 0/1 occurrence."""

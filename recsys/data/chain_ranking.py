@@ -8,7 +8,8 @@ chains are clicked impressions (like / follow / comment / forward, and Leave's t
 
 A distilled memory (:mod:`recsys.distill`) is a prepared dataset whose ``memory.parquet`` lists the
 training chains to use, each with a soft label per action and a weight: its training split is those
-chains only (batches carry ``soft_labels`` and ``weights``); validation and test are the source's.
+chains only (batches carry ``soft_labels`` and ``weights``, and ``relaxed`` where the memory relaxed some
+single-valued fields into distributions over their ids); validation and test are the source's.
 """
 
 from __future__ import annotations
@@ -49,22 +50,31 @@ class ChainTables:
         self.cardinalities = dict(self.t.cardinalities)
         for f in self.t.item_fields:  # the history items' side features share the candidate's tables
             self.cardinalities[f"history_{f}"] = self.t.cardinalities[f]
-        self.memory = read_memory(dataset, c) if dataset.manifest.extra.get("memory") else None
+        self.memory = read_memory(dataset, c, self.cardinalities) if dataset.manifest.extra.get("memory") else None
 
     @property
     def spec(self) -> ChainSpec:
         return self.chains.spec
 
 
+#: A relaxed field's column in ``memory.parquet``: ``relaxed_<key>``, a fixed-size list of probabilities per slot.
+RELAXED_PREFIX = "relaxed_"
+
+
 class MemoryRows:
-    """The training chains of a distilled memory: chain rows, soft labels ``[m, K]``, weights ``[m]``."""
+    """The training chains of a distilled memory: chain rows, soft labels ``[m, K]``, weights ``[m]``, and
+    per relaxed field its ``[m, V]`` distributions over the field's ``V`` ids."""
 
-    def __init__(self, rows: np.ndarray, soft_labels: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, soft_labels: np.ndarray, weights: np.ndarray,
+                 relaxed: dict[str, np.ndarray] | None = None) -> None:
         self.rows, self.soft_labels, self.weights = rows, soft_labels, weights
+        self.relaxed = relaxed or {}
 
 
-def read_memory(dataset: PreparedDataset, chains: Chains) -> MemoryRows:
-    """``memory.parquet`` of a distilled memory, checked against the chains it names (row, user, item, start)."""
+def read_memory(dataset: PreparedDataset, chains: Chains, cardinalities: dict[str, int]) -> MemoryRows:
+    """``memory.parquet`` of a distilled memory, checked against the chains it names (row, user, item, start)
+    and, for relaxed fields, against the features (``cardinalities``): one distribution over the field's ids
+    per slot. A relaxed field the features leave out (``side_features``) is dropped."""
     path = dataset.path / "memory.parquet"
     if not path.is_file():
         raise DataError(path, "the manifest says this is a distilled memory, but memory.parquet is missing")
@@ -86,7 +96,22 @@ def read_memory(dataset: PreparedDataset, chains: Chains) -> MemoryRows:
     if (chains.split[rows] != 0).any():
         raise DataError(path, "the memory holds chains outside the training split")
     soft = np.stack([frame[f"soft_{a}"].to_numpy() for a in actions], axis=1).astype(np.float32)
-    return MemoryRows(rows, soft, frame["weight"].to_numpy().astype(np.float32))
+    relaxed = {}
+    for column in (c for c in frame.columns if c.startswith(RELAXED_PREFIX)):
+        key = column.removeprefix(RELAXED_PREFIX)
+        if key not in cardinalities:
+            continue
+        size = cardinalities[key]
+        if not isinstance(frame[column].dtype, pl.Array) or frame[column].dtype.size != size:
+            raise DataError(path, f"column {column!r} is {frame[column].dtype}; expected a list of {size} "
+                                  f"probabilities per slot ({key} has {size} ids)")
+        probs = frame[column].to_numpy().astype(np.float32)
+        bad = np.flatnonzero((probs < 0).any(1) | (np.abs(probs.sum(1) - 1) > 1e-3) | ~np.isfinite(probs).all(1))
+        if bad.size:
+            raise DataError(path, f"column {column!r}, row {int(bad[0])}: not a probability distribution "
+                                  f"(entries >= 0 summing to 1)")
+        relaxed[key] = probs
+    return MemoryRows(rows, soft, frame["weight"].to_numpy().astype(np.float32), relaxed)
 
 
 class ChainSamples(Dataset):
@@ -145,6 +170,8 @@ class ChainSamples(Dataset):
             users=torch.from_numpy(user),
             soft_labels=None if self.memory is None else torch.from_numpy(self.memory.soft_labels[index]),
             weights=None if self.memory is None else torch.from_numpy(self.memory.weights[index]),
+            relaxed=None if not (self.memory and self.memory.relaxed) else
+            {k: torch.from_numpy(p[index]) for k, p in self.memory.relaxed.items()},
         )
 
 

@@ -6,7 +6,14 @@ memory addressing), and the names of knobs are ours.
 
 The memory holds ``m = budget x |stream|`` slots; each slot is a real training chain (ids, side features,
 history) with a learnable soft label per action ``y~ = sigmoid(u)`` and a learnable weight
-``w = softplus(v)`` (normalised to mean 1).
+``w = softplus(v)`` (normalised to mean 1). With the soft one-hot option (``relax_vocab``; the issue's
+"soft one-hot relaxation for small-vocabulary fields"), every single-valued field of at most that many ids
+(``tab``, ``hour``, ``video_type``, the user's range buckets ...; never ``user`` or ``item``) is, per slot,
+a distribution ``p = softmax(z)`` over its ids, started at ``relax_peak`` on the chain's own id; the proxy
+and every model embed it as ``p @ E`` (the expected embedding), and the outer loss trains ``z`` with
+``u`` and ``v``. A slot is then no longer exactly a real event: its small fields are learned, its ids
+(user, item, history) stay the chain's. How the relaxation is parameterised (a plain softmax, no
+temperature or Gumbel noise, the peak start) is our choice.
 
 **Stage 1** (block 0), initialisation from influential samples: train the proxy
 (:mod:`recsys.distill.proxy`) on the block with ``checkpoints`` snapshots and score every sample by TracIn
@@ -20,7 +27,7 @@ smaller than ``m`` is taken whole and later blocks fill the free slots.
     theta_{s+1} = theta_s - inner_lr * grad_theta  sum_i w_i BCE(f(x_i; theta_s), y~_i) / sum_i w_i
                                                    (inner_steps steps on the memory, full batch)
     L_outer = BCE(f(X_t ∪ R; theta_S), Y)           X_t: a sample of the new block, R: replay of earlier blocks
-    (u, v) <- Adam step on dL_outer/d(u, v)          truncated: only the last ``unroll`` inner steps are
+    (u, v, z) <- Adam step on dL_outer/d(u, v, z)    truncated: only the last ``unroll`` inner steps are
                                                    differentiated (truncated back-propagation)
 
 then **influence-aware addressing** with the last inner model ``theta_S``: the TracIn score of every
@@ -63,7 +70,7 @@ import torch
 from recsys.distill import influence, proxy
 from recsys.distill.memory import Memory, write_memory_dataset
 from recsys.distill.selection import capped, quotas, stratified_top
-from recsys.distill.stream import ChainStream, ProxyInputs
+from recsys.distill.stream import ChainStream, ProxyInputs, RelaxedField
 
 InitScore = Literal["tracin", "grad_norm", "el2n"]
 ReplaceSchedule = Literal["reservoir", "fixed"]
@@ -105,6 +112,12 @@ class DIETConfig:
     #: AUC on the memory 0.777 against 0.759, its ranking no better (Kendall tau 0.643 against 0.667, both
     #: sides averaged over three training seeds), so off by default. Ours: the paper caps nothing we know of.
     user_cap: float = 0.0
+    #: The soft one-hot relaxation: every single-valued field with at most this many ids (0: none; never
+    #: ``user`` or ``item``) becomes, per slot, a learnable distribution over its ids (softmax of logits
+    #: started at ``relax_peak`` on the slot's real id) that the outer loss trains with the soft labels and
+    #: weights, and that every model embeds as the expected embedding (``relaxed_<key>`` in memory.parquet).
+    relax_vocab: int = 0
+    relax_peak: float = 0.95
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget < 1.0:
@@ -119,6 +132,10 @@ class DIETConfig:
             raise ValueError(f"activity_strata must be >= 1, got {self.activity_strata}")
         if self.user_cap < 0:
             raise ValueError(f"user_cap must be >= 0 (0: no cap), got {self.user_cap}")
+        if self.relax_vocab < 0:
+            raise ValueError(f"relax_vocab must be >= 0 (0: no relaxed field), got {self.relax_vocab}")
+        if not 0.0 < self.relax_peak < 1.0:
+            raise ValueError(f"relax_peak must be in (0, 1), got {self.relax_peak}")
 
 
 @contextmanager
@@ -190,21 +207,38 @@ def strata(stream: ChainStream, positions: np.ndarray, seen: int, buckets: int) 
     return main * buckets + torch.from_numpy(bucket)
 
 
+def new_slots(stream: ChainStream, positions: np.ndarray, config: DIETConfig) -> Memory:
+    """Slots holding the chains at ``positions``: hard labels (clamped), weight 1, and each relaxed field
+    (``config.relax_vocab``) peaked on the chain's own id."""
+    x = stream.inputs()
+    index = torch.as_tensor(positions, dtype=torch.long)
+    fields = {f.key: (x.ids[index, f.column] - f.offset, f.size) for f in stream.relaxable(config.relax_vocab)}
+    return Memory.from_samples(positions, x.labels[index], fields=fields, peak=config.relax_peak)
+
+
+def memory_inputs(stream: ChainStream, memory: Memory, probs: dict[str, torch.Tensor], config: DIETConfig) -> ProxyInputs:
+    """The proxy's inputs for the memory's slots, each relaxed field's column given by ``probs[key]``."""
+    fields = {f.key: f for f in stream.relaxable(config.relax_vocab)}
+    return stream.inputs().take(memory.positions).with_relaxed(
+        {fields[k].column: RelaxedField(fields[k].offset, p) for k, p in probs.items()})
+
+
 def initialize(stream: ChainStream, m: int, config: DIETConfig) -> Memory:
     positions = stream.block(0)
     chosen = positions if len(positions) <= m else influential(stream, positions, m, config, stage_generator(config.seed, 0),
                                                                 config.init_score)
-    return Memory.from_samples(chosen, stream.inputs().labels[chosen])
+    return new_slots(stream, chosen, config)
 
 
 def inner_loop(params: proxy.Params, memory_x: ProxyInputs, soft: torch.Tensor, weights: torch.Tensor,
                steps: int, lr: float, unroll: int) -> proxy.Params:
     """``steps`` full-batch gradient steps on the memory; the last ``unroll`` keep their graph, so the
-    result is differentiable in ``soft`` and ``weights`` through them."""
+    result is differentiable in ``soft``, ``weights`` and the relaxed fields' ``probs`` through them."""
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    frozen = memory_x.with_relaxed({c: RelaxedField(r.offset, r.probs.detach()) for c, r in memory_x.relaxed.items()})
     for s in range(steps):
         differentiable = s >= steps - unroll
-        loss = proxy.weighted_bce(params, memory_x, soft if differentiable else soft.detach(),
+        loss = proxy.weighted_bce(params, memory_x if differentiable else frozen, soft if differentiable else soft.detach(),
                                   weights if differentiable else weights.detach())
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=differentiable)
         params = {k: v - lr * g for (k, v), g in zip(params.items(), grads)}
@@ -235,15 +269,16 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     earlier = int(stream.bounds[b])
     replay = torch.randint(0, earlier, (min(config.replay, earlier),), generator=gen).numpy()
     outer_x = x_all.take(np.concatenate([outer_pos, replay]))
-    memory_x = x_all.take(memory.positions)
 
     u = memory.label_logits.clone().requires_grad_(True)
     v = memory.weight_logits.clone().requires_grad_(True)
-    opt = torch.optim.Adam([u, v], lr=config.outer_lr)
+    z = {k: t.clone().requires_grad_(True) for k, t in memory.field_logits.items()}  # relaxed fields
+    opt = torch.optim.Adam([u, v, *z.values()], lr=config.outer_lr)
     losses = []
     theta = None
     for _ in range(config.outer_steps):
         w = torch.nn.functional.softplus(v)
+        memory_x = memory_inputs(stream, memory, {k: torch.softmax(t, dim=1) for k, t in z.items()}, config)
         theta = inner_loop(fresh_proxy(stream, config, gen), memory_x, torch.sigmoid(u), w / w.mean(),
                            config.inner_steps, config.inner_lr, config.unroll)
         outer = proxy.weighted_bce(theta, outer_x, outer_x.labels)
@@ -251,7 +286,8 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
         outer.backward()
         opt.step()
         losses.append(float(outer.detach()))
-    memory = Memory(memory.positions, u.detach(), v.detach())
+    memory = Memory(memory.positions, u.detach(), v.detach(), {k: t.detach() for k, t in z.items()})
+    memory_x = memory_inputs(stream, memory, memory.field_probs, config)
 
     # influence-aware addressing, with the last inner model
     theta = {k: t.detach() for k, t in theta.items()}
@@ -275,7 +311,7 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
     if free > 0:
         r = room()
         take = stratified_top(new_scores, new_stratum, free, None if r is None else users[block], r)
-        memory = memory.concat(Memory.from_samples(block[take.numpy()], new_x.labels[take]))
+        memory = memory.concat(new_slots(stream, block[take.numpy()], config))
         slot_scores = torch.cat([slot_scores, new_scores[take]])
         new_scores[take] = -math.inf  # taken
         added = len(take)
@@ -291,7 +327,7 @@ def update(stream: ChainStream, memory: Memory, b: int, m: int, config: DIETConf
 
     def swap(slots: torch.Tensor, cands: torch.Tensor) -> None:
         nonlocal memory, replaced
-        memory = memory.replace(slots, Memory.from_samples(block[cands.numpy()], new_x.labels[cands]))
+        memory = memory.replace(slots, new_slots(stream, block[cands.numpy()], config))
         slot_scores[slots] = new_scores[cands]
         slot_stratum[slots] = new_stratum[cands]
         new_scores[cands] = -math.inf
@@ -392,5 +428,6 @@ def _run_diet(data: str | Path, out: str | Path, config: DIETConfig, log: Callab
     meta = {"method": "diet", "budget": config.budget, "config": asdict(config), "main_label": stream.main_label}
     write_memory_dataset(stream, memory, out, meta, stages=stages)
     shutil.rmtree(work)
-    log(f"wrote {out}: {len(memory)} slots, soft labels and weights in memory.parquet")
+    relaxed = f", relaxed fields {list(memory.field_logits)}" if memory.field_logits else ""
+    log(f"wrote {out}: {len(memory)} slots, soft labels and weights{relaxed} in memory.parquet")
     return out

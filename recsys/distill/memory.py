@@ -3,7 +3,8 @@ learnable weight, and how it is saved (per stage, for resuming) and written as a
 
 A memory folder is its source's prepared dataset (files hard-linked, or copied across file systems) plus
 ``memory.parquet`` (one row per slot: ``chain``, ``user``, ``item``, ``start``, ``soft_<action>`` ...,
-``weight``) and ``manifest.extra["memory"]`` (method, budget, slots, the source's fingerprint). Every
+``weight``, and with relaxed fields ``relaxed_<key>``: a list of ``V`` probabilities per slot, ``V`` the
+key's vocabulary) and ``manifest.extra["memory"]`` (method, budget, slots, the source's fingerprint). Every
 chain-ranking model trains on it through :class:`~recsys.data.chain_ranking.ChainDataModule` unchanged:
 its training split is the memory's slots, validation and test are the source's.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from recsys.data.chain_ranking import ChainTables
+from recsys.data.chain_ranking import RELAXED_PREFIX, ChainTables
 from recsys.data.errors import DataError
 from recsys.data.manifest import MANIFEST, Manifest, staged_folder
 from recsys.data.prepared import PreparedDataset
@@ -37,21 +38,27 @@ _ONE = float(np.log(np.expm1(1.0)))  # softplus^-1(1): a new slot's weight logit
 
 @dataclass
 class Memory:
-    """Slots as positions into the stream (:attr:`ChainStream.rows`), with their learnable parameters."""
+    """Slots as positions into the stream (:attr:`ChainStream.rows`), with their learnable parameters:
+    soft labels, weights, and per relaxed field (DIET's soft one-hot option) logits over its ids."""
 
     positions: torch.Tensor  # [m] int64
     label_logits: torch.Tensor  # [m, K]
     weight_logits: torch.Tensor  # [m]
+    field_logits: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> [m, V]
 
     @classmethod
-    def from_samples(cls, positions: np.ndarray | torch.Tensor, labels: torch.Tensor, smoothing: float = LABEL_CLAMP) -> Memory:
-        """New slots holding real samples: soft labels start at the (smoothed) hard labels, weights at 1.
+    def from_samples(cls, positions: np.ndarray | torch.Tensor, labels: torch.Tensor, smoothing: float = LABEL_CLAMP,
+                     fields: dict[str, tuple[torch.Tensor, int]] | None = None, peak: float = 0.95) -> Memory:
+        """New slots holding real samples: soft labels start at the (smoothed) hard labels, weights at 1, and
+        each relaxed field in ``fields`` (``key -> (ids [m], vocabulary size)``) at ``peak`` on the sample's id
+        and the rest spread evenly (see :func:`peaked_logits`).
 
         The symmetric clamp lifts a rare label's mean (a 3.4% label starts at 8%); smoothing towards each
         action's rate instead, which keeps the mean, was tried (commit b008e88) and trained the KuaiRand-format
         zoo worse from DIET's 1% memories on all three seeds (BENCHMARKS.md, DIET), so the clamp stays."""
         y = labels.float().clamp(smoothing, 1 - smoothing)
-        return cls(torch.as_tensor(positions, dtype=torch.long), torch.logit(y), torch.full((len(y),), _ONE))
+        relaxed = {k: peaked_logits(ids, size, peak) for k, (ids, size) in (fields or {}).items()}
+        return cls(torch.as_tensor(positions, dtype=torch.long), torch.logit(y), torch.full((len(y),), _ONE), relaxed)
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
@@ -66,27 +73,53 @@ class Memory:
         w = F.softplus(self.weight_logits)
         return w / w.mean().clamp(min=1e-12)
 
+    @property
+    def field_probs(self) -> dict[str, torch.Tensor]:
+        """Each relaxed field's ``[m, V]`` distribution over its ids."""
+        return {k: torch.softmax(z, dim=1) for k, z in self.field_logits.items()}
+
     def concat(self, other: Memory) -> Memory:
         return Memory(torch.cat([self.positions, other.positions]), torch.cat([self.label_logits, other.label_logits]),
-                      torch.cat([self.weight_logits, other.weight_logits]))
+                      torch.cat([self.weight_logits, other.weight_logits]),
+                      {k: torch.cat([z, other.field_logits[k]]) for k, z in self.field_logits.items()})
 
     def replace(self, slots: torch.Tensor, new: Memory) -> Memory:
         """A copy with ``slots`` overwritten by ``new``'s slots (same count)."""
-        out = Memory(self.positions.clone(), self.label_logits.clone(), self.weight_logits.clone())
+        out = Memory(self.positions.clone(), self.label_logits.clone(), self.weight_logits.clone(),
+                     {k: z.clone() for k, z in self.field_logits.items()})
         out.positions[slots], out.label_logits[slots], out.weight_logits[slots] = new.positions, new.label_logits, new.weight_logits
+        for k, z in out.field_logits.items():
+            z[slots] = new.field_logits[k]
         return out
 
     def save(self, path: Path) -> None:
         """Safetensors, written to a temporary name then renamed (a stage file is complete or absent)."""
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         save_file({"positions": self.positions.contiguous(), "label_logits": self.label_logits.contiguous(),
-                   "weight_logits": self.weight_logits.contiguous()}, str(tmp))
+                   "weight_logits": self.weight_logits.contiguous(),
+                   **{f"{_FIELD}{k}": z.contiguous() for k, z in self.field_logits.items()}}, str(tmp))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> Memory:
         t = load_file(str(path))
-        return cls(t["positions"], t["label_logits"], t["weight_logits"])
+        return cls(t["positions"], t["label_logits"], t["weight_logits"],
+                   {k.removeprefix(_FIELD): z for k, z in t.items() if k.startswith(_FIELD)})
+
+
+_FIELD = "field_logits."  # a relaxed field's tensor in a stage file
+
+
+def peaked_logits(ids: torch.Tensor, size: int, peak: float) -> torch.Tensor:
+    """``[m, size]`` logits whose softmax puts ``peak`` on each row's id and ``(1 - peak) / (size - 1)`` on
+    every other id (a one-hot, smoothed so that gradients reach the other ids). E.g. ids ``[2]``, size 3,
+    peak 0.8: probabilities ``[0.1, 0.1, 0.8]``."""
+    if not 0.0 < peak < 1.0:
+        raise ValueError(f"peak must be in (0, 1), got {peak}")
+    z = torch.zeros(len(ids), size)
+    if size > 1:
+        z[torch.arange(len(ids)), ids.long()] = float(np.log(peak * (size - 1) / (1 - peak)))
+    return z
 
 
 def _link_tree(source: Path, target: Path, skip: set[str]) -> None:
@@ -118,6 +151,8 @@ def write_memory_dataset(stream: ChainStream, memory: Memory, out: Path, meta: d
         **{f"soft_{a}": soft[:, i].astype(np.float32) for i, a in enumerate(stream.actions)},
         "weight": weights.astype(np.float32),
     })
+    for k, p in memory.field_probs.items():  # a fixed-size list per slot (polars Array)
+        frame = frame.with_columns(pl.Series(f"{RELAXED_PREFIX}{k}", p.detach().numpy().astype(np.float32)))
     with staged_folder(out) as tmp:
         _link_tree(source, tmp, skip={MANIFEST, MEMORY_FILE, "stages"})
         frame.write_parquet(tmp / MEMORY_FILE)

@@ -13,6 +13,10 @@ Shapes, Tmall (7 keys, K = 3), ``dim = 8``, ``hidden = 64``, a batch of B::
 
     ids [B, 7] -> [B, 56];  history [B, L] -> mean [B, 8];  slots [B, 9]   -> x [B, 73]
     h = relu(x W1 + b1) [B, 64];  logits = h W2 + b2 [B, 3]
+
+A relaxed column (DIET's soft one-hot option, :class:`~recsys.distill.stream.RelaxedField`) takes
+``probs [B, V] @ emb[offset : offset + V]`` in place of its id's row: Tmall's ``gender`` (3 ids) as
+``[0.05, 0.9, 0.05]`` mixes its three rows.
 """
 
 from __future__ import annotations
@@ -49,7 +53,13 @@ def hidden(params: Params, x: ProxyInputs) -> torch.Tensor:
     # F.embedding, not ``emb[ids]``: advanced indexing's backward accumulates repeated ids in a varying
     # order on CPU threads, so memories built with one seed differed; embedding's backward (and double
     # backward, for DIET's unrolled steps) is deterministic.
-    singles = F.embedding(x.ids, emb).flatten(1)
+    singles = F.embedding(x.ids, emb)  # [B, F, dim]
+    if x.relaxed:  # soft one-hot columns: the expected embedding under each sample's distribution
+        columns = list(singles.unbind(1))
+        for c, r in x.relaxed.items():
+            columns[c] = r.probs @ emb[r.offset : r.offset + r.probs.shape[1]]
+        singles = torch.stack(columns, 1)
+    singles = singles.flatten(1)
     mask = (x.history != 0).unsqueeze(-1).to(emb.dtype)
     hist = (F.embedding(x.history, emb) * mask).sum(1) / mask.sum(1).clamp(min=1)
     return F.relu(torch.cat([singles, hist, x.slots], dim=1) @ params["w1"] + params["b1"])

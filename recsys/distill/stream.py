@@ -15,11 +15,15 @@ features as the models it stands in for::
     history [N, L]  int64   the last L history items (offset into the same table), 0-padded (id 0 is padding)
     slots   [N, 2S + 1]     mean history action slots (flags, times) and log1p(history length)
     labels  [N, K]          whether each action occurred
+
+A memory with relaxed fields (DIET's soft one-hot option) replaces some ``ids`` columns by distributions:
+``relaxed`` maps a column to a :class:`RelaxedField`, whose ``probs [N, V]`` weigh the column's ``V``
+table rows (starting at ``offset``) instead of looking one up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -33,19 +37,44 @@ from recsys.models.mmoe import JAGGED_KEYS, segment_mean, slot_features
 MS_PER_DAY = 86_400_000
 
 
+@dataclass(frozen=True)
+class Relaxable:
+    """A single-valued key whose id DIET may relax into a distribution: its column in ``ids``, its rows'
+    start in the proxy's shared table and its vocabulary size."""
+
+    key: str
+    column: int
+    offset: int
+    size: int
+
+
+@dataclass
+class RelaxedField:
+    """A relaxed column: ``probs [N, V]`` over the ``V`` ids of the key at ``offset`` in the shared table."""
+
+    offset: int
+    probs: torch.Tensor
+
+
 @dataclass
 class ProxyInputs:
     ids: torch.Tensor
     history: torch.Tensor
     slots: torch.Tensor
     labels: torch.Tensor
+    relaxed: dict[int, RelaxedField] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
     def take(self, index: torch.Tensor | np.ndarray) -> ProxyInputs:
         index = torch.as_tensor(index, dtype=torch.long)
-        return ProxyInputs(self.ids[index], self.history[index], self.slots[index], self.labels[index])
+        relaxed = {c: RelaxedField(r.offset, r.probs[index]) for c, r in self.relaxed.items()}
+        return ProxyInputs(self.ids[index], self.history[index], self.slots[index], self.labels[index], relaxed)
+
+    def with_relaxed(self, relaxed: dict[int, RelaxedField]) -> ProxyInputs:
+        """The same samples with ``relaxed`` columns (their ``probs`` one row per sample)."""
+        return ProxyInputs(self.ids, self.history, self.slots, self.labels, relaxed)
 
 
 class ChainStream:
@@ -117,6 +146,16 @@ class ChainStream:
         """Vocabulary size of every single-valued key the proxy reads."""
         card = self.tables.cardinalities
         return {k: card[k] for k in card if k not in JAGGED_KEYS and not k.startswith("history_")}
+
+    def relaxable(self, max_vocab: int) -> list[Relaxable]:
+        """The single-valued keys with at most ``max_vocab`` ids (0: none), ``user`` and ``item`` never:
+        the fields DIET's soft one-hot option relaxes. E.g. KuaiRand with 32: ``video_type`` (3 ids),
+        ``user_active_degree`` (8), ``tab`` (15), ``hour`` (24), ...; not ``author`` (2,503 on the 600-user
+        synthetic stream)."""
+        sizes = self.table_sizes
+        offsets = np.cumsum([0, *sizes.values()])[:-1]
+        return [Relaxable(k, c, int(o), n) for c, ((k, n), o) in enumerate(zip(sizes.items(), offsets))
+                if k not in ("user", "item") and n <= max_vocab]
 
     @cached_property
     def users(self) -> np.ndarray:

@@ -115,7 +115,7 @@ class A2Gen(nn.Module):
     # -- encoders ----------------------------------------------------------------------------------------
     def encode(self, batch: ChainBatch) -> torch.Tensor:
         """``z [B, 2d]``: the user, the history (HSE) and the candidate in context."""
-        emb = self.features(batch.features)
+        emb = self.features(batch.features, batch.relaxed)
         single = SparseFeatures.single
         user = self.user_proj(torch.cat([single(emb, k) for k in self.user_keys], -1))
         item = self.item_proj(torch.cat([single(emb, k) for k in self.item_keys], -1))

@@ -51,11 +51,36 @@ class SparseFeatures(nn.Module):
         for table in self.collection.embeddings.values():
             nn.init.normal_(table.weight, std=init_std)
 
-    def forward(self, features: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
+    def forward(self, features: KeyedJaggedTensor,
+                relaxed: dict[str, torch.Tensor] | None = None) -> dict[str, JaggedTensor]:
+        """Every key's embeddings. ``relaxed`` (a distilled memory's soft one-hot fields, see
+        :class:`~recsys.data.batches.ChainBatch`): ``{key: probs [B, V]}`` for single-valued keys, embedded as
+        ``probs @ table[:V]`` (the expected embedding) instead of the id the KJT holds. The ``V`` rows are
+        looked up through the collection (the key's first sample asks for ids ``0..V-1``, the others for
+        none), so a sharded table serves them as it serves any id::
+
+            relaxed {"tab": [[0.1, 0.9], [1.0, 0.0]]}:  kjt["tab"] values [0, 1], lengths [2, 0]
+            -> rows [2, dim] -> probs @ rows [2, dim], lengths [1, 1]
+        """
+        relaxed = {k: p for k, p in (relaxed or {}).items() if k in self.keys}
+        if relaxed:
+            parts = features.to_dict()
+            for key, probs in relaxed.items():
+                batch, size = probs.shape
+                lengths = torch.zeros(batch, dtype=parts[key].lengths().dtype, device=probs.device)
+                lengths[0] = size
+                ids = torch.arange(size, dtype=parts[key].values().dtype, device=probs.device)
+                parts[key] = JaggedTensor(values=ids, lengths=lengths)
+            features = KeyedJaggedTensor.from_jt_dict(parts)
         out = self.collection(features)
         # Sharded by DistributedModelParallel, the collection returns a lazy awaitable of the dict (the
         # lookups' all-to-all in flight); wait for it, so callers get a plain dict either way.
-        return out if isinstance(out, dict) else out.wait()
+        out = out if isinstance(out, dict) else out.wait()
+        for key, probs in relaxed.items():
+            rows = out[key].values()
+            out[key] = JaggedTensor(values=probs.to(rows.dtype) @ rows,
+                                    lengths=torch.ones(probs.shape[0], dtype=torch.int32, device=rows.device))
+        return out
 
     @staticmethod
     def single(embedded: dict[str, JaggedTensor], key: str) -> torch.Tensor:

@@ -114,7 +114,7 @@ class ChainInput(nn.Module):
         vectors of one field each (every single-valued key, pooled tags, each pretrained table, the history
         mean), what a factorization machine crosses; ``dense`` the history's other numbers (``[B, 2 S]``
         mean action slots and ``[B, 1]`` log-length; empty without ``history_summary``)."""
-        emb = self.features(batch.features)
+        emb = self.features(batch.features, batch.relaxed)
         fields = [SparseFeatures.single(emb, k) for k in self.single_keys]
         dense: list[torch.Tensor] = []
         if self.has_tags:

@@ -59,7 +59,9 @@ def test_diet_command_reports_each_stage_and_writes_a_memory(prepared_tmall: Pat
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mem"
     assert main(["distill", "diet", "--data", str(prepared_tmall), "--out", str(out), "--budget", "0.03",
-                 "--block_days", "28", "--outer_steps", "1", "--inner_steps", "5", "--unroll", "2"]) == 0
+                 "--block_days", "28", "--outer_steps", "1", "--inner_steps", "5", "--unroll", "2",
+                 "--relax_vocab", "4"]) == 0
     printed = capsys.readouterr().out
     assert "stage 0 (" in printed and "stage 2 (" in printed and "outer loss" in printed
+    assert "relaxed fields ['gender']" in printed  # the soft one-hot option: Tmall's only field of <= 4 ids
     assert (out / "memory.parquet").is_file() and not (tmp_path / ".mem.diet-work").exists()

@@ -126,6 +126,32 @@ def test_user_cap_spreads_the_slots_over_more_users(prepared_tmall: Path, diet_m
         replace(CONFIG, user_cap=-1.0)
 
 
+def test_relaxed_fields_are_learned_written_and_embedded(prepared_tmall: Path, diet_memory: Path, tmp_path: Path) -> None:
+    """The soft one-hot option: Tmall's small fields (``age_range`` 8 ids, ``gender`` 3) become per-slot
+    distributions that the outer loss moves off their start, memory.parquet holds them, batches carry them
+    and a model embeds them: changing one sample's distribution changes that sample's prediction only."""
+    from recsys.models.din import DIN
+
+    out = tmp_path / "relaxed"
+    run_diet(prepared_tmall, out, replace(CONFIG, relax_vocab=16), log=_quiet)
+    frame = pl.read_parquet(out / "memory.parquet")
+    assert [c for c in frame.columns if c.startswith("relaxed_")] == ["relaxed_age_range", "relaxed_gender"]
+    probs = frame["relaxed_age_range"].to_numpy()
+    assert probs.shape == (len(frame), 8) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (np.abs(probs.max(1) - CONFIG.relax_peak) > 1e-3).mean() > 0.5  # learned, not left at the start
+    dm = ChainDataModule(out, batch_size=16)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.relaxed["gender"].shape == (16, 3)
+    model = DIN(dm.feature_cardinalities, dm.spec_dict, dim=8).eval()
+    moved = replace(batch, relaxed={**batch.relaxed, "gender": batch.relaxed["gender"].clone()})
+    moved.relaxed["gender"][3] = torch.tensor([0.2, 0.3, 0.5])  # every slot starts peaked at 0.95
+    with torch.no_grad():
+        before, after = model(batch)[0], model(moved)[0]
+    changed = (before - after).abs().amax(1) > 1e-7
+    assert changed.tolist() == [i == 3 for i in range(16)]
+    assert not [c for c in pl.read_parquet(diet_memory / "memory.parquet").columns if c.startswith("relaxed_")]
+
+
 def test_user_room_and_capped_selection() -> None:
     from recsys.distill.diet import user_room
     from recsys.distill.selection import capped, stratified_top
@@ -170,6 +196,39 @@ def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
         numeric = (outer(u.detach() + du) - outer(u.detach() - du)) / (2 * eps)
         assert float(grad[i, k]) == pytest.approx(float(numeric.detach()), rel=1e-4, abs=1e-9)
     assert grad.abs().sum() > 0
+
+
+def test_meta_gradient_reaches_relaxed_fields(stream: ChainStream) -> None:
+    """d L_outer / d relaxed-field logits (the soft one-hot option) through the proxy's expected embedding
+    and the unrolled inner loop, against a central difference."""
+    from recsys.distill.memory import peaked_logits
+    from recsys.distill.stream import RelaxedField
+
+    (field,) = [f for f in stream.relaxable(4)]  # Tmall's gender: 3 ids
+    x = stream.inputs()
+    mem_x, out_x = x.take(torch.arange(0, 40)), x.take(torch.arange(100, 400))
+    init = {k: v.double() for k, v in fresh_proxy(stream, CONFIG, torch.Generator().manual_seed(1)).items()}
+    mem_x.slots, out_x.slots = mem_x.slots.double(), out_x.slots.double()
+    z = peaked_logits(mem_x.ids[:, field.column] - field.offset, field.size, 0.8).double().requires_grad_(True)
+    soft, w = mem_x.labels.double().clamp(0.1, 0.9), torch.ones(40, dtype=torch.float64)
+
+    def outer(logits: torch.Tensor) -> torch.Tensor:
+        relaxed = mem_x.with_relaxed({field.column: RelaxedField(field.offset, torch.softmax(logits, 1))})
+        theta = inner_loop(init, relaxed, soft, w, steps=4, lr=1.0, unroll=4)
+        return proxy.weighted_bce(theta, out_x, out_x.labels.double())
+
+    (grad,) = torch.autograd.grad(outer(z), z)
+    eps = 1e-5
+    for i, k in [(0, 0), (5, 1), (21, 2)]:
+        dz = torch.zeros_like(z)
+        dz[i, k] = eps
+        numeric = (outer(z.detach() + dz) - outer(z.detach() - dz)) / (2 * eps)
+        assert float(grad[i, k]) == pytest.approx(float(numeric.detach()), rel=1e-4, abs=1e-9)
+    assert grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="relax_vocab"):
+        replace(CONFIG, relax_vocab=-1)
+    with pytest.raises(ValueError, match="relax_peak"):
+        replace(CONFIG, relax_peak=1.0)
 
 
 def test_bi_level_steps_lower_the_outer_loss_of_a_fixed_proxy(stream: ChainStream) -> None:

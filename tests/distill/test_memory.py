@@ -38,3 +38,59 @@ def test_coverage_of_a_memory_holding_one_items_chains(prepared_kuairand: Path, 
 def test_coverage_of_a_plain_dataset_is_refused(prepared_kuairand: Path) -> None:
     with pytest.raises(DataError, match="not a distilled memory"):
         memory_coverage(prepared_kuairand)
+
+
+def test_relaxed_fields_round_trip_and_bad_columns_are_refused(prepared_kuairand: Path, tmp_path: Path) -> None:
+    """A memory's relaxed fields (DIET's soft one-hot option) survive a stage file and memory.parquet; a
+    relaxed column of the wrong size, or whose row is no distribution, is refused naming column and row."""
+    import polars as pl
+
+    from recsys.data.chain_ranking import ChainDataModule
+
+    stream = ChainStream(str(prepared_kuairand))
+    (tab,) = [f for f in stream.relaxable(32) if f.key == "tab"]
+    positions = np.arange(0, 60, 3)
+    ids = stream.inputs().ids[torch.as_tensor(positions), tab.column] - tab.offset
+    memory = Memory.from_samples(positions, stream.inputs().labels[torch.as_tensor(positions)],
+                                 fields={"tab": (ids, tab.size)}, peak=0.9)
+    memory.field_logits["tab"][1] += torch.linspace(0, 1, tab.size)  # something learned
+    memory.save(tmp_path / "stage.safetensors")
+    loaded = Memory.load(tmp_path / "stage.safetensors")
+    assert torch.equal(loaded.field_logits["tab"], memory.field_logits["tab"])
+    probs = memory.field_probs["tab"]
+    assert torch.allclose(probs[0, ids[0]], torch.tensor(0.9)) and torch.allclose(probs.sum(1), torch.ones(20))
+
+    out = write_memory_dataset(stream, memory, tmp_path / "relaxed", {"method": "hand", "budget": 0.01})
+    batch = ChainDataModule(out).samples("train").__getitems__(list(range(20)))  # slot order
+    torch.testing.assert_close(batch.relaxed["tab"], probs, rtol=0, atol=1e-6)
+    assert torch.equal(batch.features["tab"].values(), ids)  # the KJT keeps the slot's real id
+    without_tab = ChainDataModule(out, context=["hour"]).samples("train").__getitems__([0, 1])
+    assert without_tab.relaxed is None  # a relaxed field the features leave out is dropped
+
+    frame = pl.read_parquet(out / "memory.parquet")
+    bad = probs.numpy().copy()
+    bad[7, 0] += 0.5
+    frame.with_columns(pl.Series("relaxed_tab", bad)).write_parquet(out / "memory.parquet")
+    with pytest.raises(DataError, match=r"'relaxed_tab', row 7: not a probability distribution"):
+        ChainDataModule(out).samples("train")
+    frame.with_columns(pl.Series("relaxed_tab", bad[:, :4])).write_parquet(out / "memory.parquet")
+    with pytest.raises(DataError, match=rf"'relaxed_tab' is .*expected a list of {tab.size} probabilities"):
+        ChainDataModule(out).samples("train")
+
+
+def test_sparse_features_embed_a_distribution_as_its_expected_embedding() -> None:
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from recsys.models.features import SparseFeatures
+
+    features = SparseFeatures({"item": 10, "tab": 3, "history": 10}, 4)
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["item", "tab", "history"], values=torch.tensor([4, 7, 2, 1, 5, 9, 2]),
+                                              lengths=torch.tensor([1, 1, 1, 1, 3, 0]))
+    probs = torch.tensor([[0.1, 0.0, 0.9], [0.0, 1.0, 0.0]])
+    soft, hard = features(kjt, {"tab": probs}), features(kjt)
+    table = features.collection.embeddings["tab"].weight
+    torch.testing.assert_close(soft["tab"].values(), probs @ table[:3])
+    torch.testing.assert_close(soft["tab"].values()[1], hard["tab"].values()[1])  # a one-hot is the id's row
+    assert soft["tab"].lengths().tolist() == [1, 1]
+    for key in ("item", "history"):
+        torch.testing.assert_close(soft[key].values(), hard[key].values())
