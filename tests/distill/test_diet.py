@@ -204,7 +204,7 @@ def test_meta_gradient_reaches_relaxed_fields(stream: ChainStream) -> None:
     from recsys.distill.memory import peaked_logits
     from recsys.distill.stream import RelaxedField
 
-    (field,) = [f for f in stream.relaxable(4)]  # Tmall's gender: 3 ids
+    (field,) = stream.relaxable(4)  # Tmall's gender: 3 ids
     x = stream.inputs()
     mem_x, out_x = x.take(torch.arange(0, 40)), x.take(torch.arange(100, 400))
     init = {k: v.double() for k, v in fresh_proxy(stream, CONFIG, torch.Generator().manual_seed(1)).items()}
