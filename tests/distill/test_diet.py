@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from recsys.data.chain_ranking import ChainDataModule
 from recsys.distill import proxy
 from recsys.distill.diet import DIETConfig, fresh_proxy, inner_loop, run_diet
 from recsys.distill.memory import Memory
-from recsys.distill.stream import ChainStream
+from recsys.distill.stream import ChainStream, ProxyInputs
 
 CONFIG = DIETConfig(budget=0.05, block_days=28, inner_steps=6, unroll=3, outer_steps=2, outer_samples=512,
                     replay=256, val_size=256, replace_fraction=0.1)
@@ -174,13 +175,32 @@ def test_killed_run_resumes_to_the_identical_memory(prepared_tmall: Path, diet_m
     assert pl.read_parquet(out / "memory.parquet").equals(pl.read_parquet(diet_memory / "memory.parquet"))
 
 
-def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
-    """d L_outer / d soft label through the unrolled inner loop, against a central difference."""
-    torch.manual_seed(0)
+def _float64_setup(stream: ChainStream) -> tuple[ProxyInputs, ProxyInputs, proxy.Params]:
+    """A 40-slot memory, an outer sample of 300 and a fresh proxy, in float64 (for finite differences)."""
     x = stream.inputs()
     mem_x, out_x = x.take(torch.arange(0, 40)), x.take(torch.arange(100, 400))
     init = {k: v.double() for k, v in fresh_proxy(stream, CONFIG, torch.Generator().manual_seed(1)).items()}
     mem_x.slots, out_x.slots = mem_x.slots.double(), out_x.slots.double()
+    return mem_x, out_x, init
+
+
+def _assert_central_differences(outer: Callable[[torch.Tensor], torch.Tensor], param: torch.Tensor,
+                                entries: list[tuple[int, int]]) -> None:
+    """``d outer / d param`` by autograd equals a central difference at ``entries``, and is not all zero."""
+    (grad,) = torch.autograd.grad(outer(param), param)
+    eps = 1e-5
+    for i, k in entries:
+        step = torch.zeros_like(param)
+        step[i, k] = eps
+        numeric = (outer(param.detach() + step) - outer(param.detach() - step)) / (2 * eps)
+        assert float(grad[i, k]) == pytest.approx(float(numeric.detach()), rel=1e-4, abs=1e-9)
+    assert grad.abs().sum() > 0
+
+
+def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
+    """d L_outer / d soft label through the unrolled inner loop, against a central difference."""
+    torch.manual_seed(0)
+    mem_x, out_x, init = _float64_setup(stream)
     u = torch.logit(mem_x.labels.double().clamp(0.1, 0.9)).requires_grad_(True)
     w = torch.ones(40, dtype=torch.float64)
 
@@ -188,14 +208,7 @@ def test_meta_gradient_matches_finite_differences(stream: ChainStream) -> None:
         theta = inner_loop(init, mem_x, torch.sigmoid(labels_logit), w, steps=4, lr=1.0, unroll=4)
         return proxy.weighted_bce(theta, out_x, out_x.labels.double())
 
-    (grad,) = torch.autograd.grad(outer(u), u)
-    eps = 1e-5
-    for i, k in [(0, 0), (3, 2), (17, 1)]:
-        du = torch.zeros_like(u)
-        du[i, k] = eps
-        numeric = (outer(u.detach() + du) - outer(u.detach() - du)) / (2 * eps)
-        assert float(grad[i, k]) == pytest.approx(float(numeric.detach()), rel=1e-4, abs=1e-9)
-    assert grad.abs().sum() > 0
+    _assert_central_differences(outer, u, [(0, 0), (3, 2), (17, 1)])
 
 
 def test_meta_gradient_reaches_relaxed_fields(stream: ChainStream) -> None:
@@ -205,10 +218,7 @@ def test_meta_gradient_reaches_relaxed_fields(stream: ChainStream) -> None:
     from recsys.distill.stream import RelaxedField
 
     (field,) = stream.relaxable(4)  # Tmall's gender: 3 ids
-    x = stream.inputs()
-    mem_x, out_x = x.take(torch.arange(0, 40)), x.take(torch.arange(100, 400))
-    init = {k: v.double() for k, v in fresh_proxy(stream, CONFIG, torch.Generator().manual_seed(1)).items()}
-    mem_x.slots, out_x.slots = mem_x.slots.double(), out_x.slots.double()
+    mem_x, out_x, init = _float64_setup(stream)
     z = peaked_logits(mem_x.ids[:, field.column] - field.offset, field.size, 0.8).double().requires_grad_(True)
     soft, w = mem_x.labels.double().clamp(0.1, 0.9), torch.ones(40, dtype=torch.float64)
 
@@ -217,14 +227,7 @@ def test_meta_gradient_reaches_relaxed_fields(stream: ChainStream) -> None:
         theta = inner_loop(init, relaxed, soft, w, steps=4, lr=1.0, unroll=4)
         return proxy.weighted_bce(theta, out_x, out_x.labels.double())
 
-    (grad,) = torch.autograd.grad(outer(z), z)
-    eps = 1e-5
-    for i, k in [(0, 0), (5, 1), (21, 2)]:
-        dz = torch.zeros_like(z)
-        dz[i, k] = eps
-        numeric = (outer(z.detach() + dz) - outer(z.detach() - dz)) / (2 * eps)
-        assert float(grad[i, k]) == pytest.approx(float(numeric.detach()), rel=1e-4, abs=1e-9)
-    assert grad.abs().sum() > 0
+    _assert_central_differences(outer, z, [(0, 0), (5, 1), (21, 2)])
     with pytest.raises(ValueError, match="relax_vocab"):
         replace(CONFIG, relax_vocab=-1)
     with pytest.raises(ValueError, match="relax_peak"):
