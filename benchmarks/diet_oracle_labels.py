@@ -16,7 +16,11 @@ labels left it, the memory lacks inputs, not labels.
 starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
 behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--labels
 observed`` sets them to the chains' observed 0/1 labels and ``--labels kept`` keeps the memory's own;
-``--weights uniform`` sets every slot's weight to 1 (default: kept). With a DIET memory these two ablate its
+``--weights uniform`` sets every slot's weight to 1 (default: kept). ``--labels teacher`` sets them to the
+predictions of a teacher that can be had without the generator: DIET's proxy (:mod:`recsys.distill.proxy`, its
+default size) trained for two epochs on the whole training stream, which has seen the slots' own chains;
+``--labels prequential`` to those of the same proxy passed once over the stream's blocks in order, each chain
+predicted before its block is trained on (out of sample, as a stream would label it). With a DIET memory these two ablate its
 learned labels and its learned weights one at a time. ``--epochs``, ``--batch-size`` and ``--lr-scale`` set
 the memory recipe (default: the toolkit's, 6 x 512 with learning rates x2; the commands in BENCHMARKS.md
 from before its seventh DIET stop ran 6 x 256 at x1),
@@ -39,21 +43,47 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 from diet_learnability import raw_ids
 from diet_ranking import ROOT, TRAIN_OFFSETS, full_key, memory_key, parse_synth, recipe_key
 
 from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
+from recsys.distill import proxy
 from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
+from recsys.distill.diet import DIETConfig
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, load_zoo, ranking_agreement, train_entry
 
 
+def teacher_predictions(stream: ChainStream, mode: str, seed: int) -> torch.Tensor:
+    """``[N, K]`` action probabilities for every training chain (stream order) from DIET's proxy at its default
+    size, drawn from ``seed``: trained two epochs on the whole stream ("teacher"), or passed once over the
+    blocks in order with each block predicted before it is trained on ("prequential")."""
+    x = stream.inputs()
+    gen = torch.Generator().manual_seed(1234 + seed)
+    config = DIETConfig()
+    params = proxy.init_params(sum(stream.table_sizes.values()), x.ids.shape[1], x.slots.shape[1], x.labels.shape[1],
+                               dim=config.dim, hidden=config.hidden, generator=gen)
+    if mode == "teacher":
+        params, _ = proxy.train(params, x, epochs=config.init_epochs, generator=gen)
+        with torch.no_grad():
+            return torch.sigmoid(proxy.logits(params, x))
+    predictions = torch.empty(x.labels.shape)
+    for b in range(len(stream)):
+        block = torch.as_tensor(stream.block(b))
+        with torch.no_grad():
+            predictions[block] = torch.sigmoid(proxy.logits(params, x.take(block)))
+        params, _ = proxy.train(params, x.take(block), epochs=1, generator=gen)
+    return predictions
+
+
 def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str,  # noqa: ANN001
-                      weights: str = "kept") -> pl.DataFrame:
+                      weights: str = "kept", seed: int = 0) -> pl.DataFrame:
     """``memory`` copied to ``out`` with every ``soft_<action>`` set to the planted probability (``labels``
-    "planted"), clamped to [0.05, 0.95] ("clamped"), set to the chain's observed label ("observed") or kept
+    "planted"), clamped to [0.05, 0.95] ("clamped"), set to the chain's observed label ("observed"), to a
+    proxy teacher's prediction ("teacher", "prequential": :func:`teacher_predictions`, from ``seed``) or kept
     ("kept"), and every weight set to 1 if ``weights`` is "uniform"; returns the label means before and after."""
     frame = pl.read_parquet(memory / MEMORY_FILE)
     soft = [c for c in frame.columns if c.startswith("soft_")]
@@ -63,12 +93,13 @@ def relabelled_memory(data: Path, memory: Path, out: Path, truth, labels: str,  
     if labels == "clamped":
         relabelled = reweighted.with_columns(pl.col(c).clip(LABEL_CLAMP, 1 - LABEL_CLAMP) for c in soft)
         return _write(memory, out, frame, relabelled, soft)
-    if labels == "observed":
+    if labels in ("observed", "teacher", "prequential"):
         stream = ChainStream(str(data))
         position = np.empty(int(stream.rows.max()) + 1, dtype=np.int64)
         position[stream.rows] = np.arange(len(stream.rows))
-        observed = stream.inputs().labels[position[frame["chain"].to_numpy()]].numpy()
-        relabelled = reweighted.with_columns(**{c: pl.Series(observed[:, stream.actions.index(c[5:])].astype(np.float32))
+        values = stream.inputs().labels if labels == "observed" else teacher_predictions(stream, labels, seed)
+        values = values[position[frame["chain"].to_numpy()]].numpy()
+        relabelled = reweighted.with_columns(**{c: pl.Series(values[:, stream.actions.index(c[5:])].astype(np.float32))
                                                 for c in soft})
         return _write(memory, out, frame, relabelled, soft)
     probs = truth.action_probabilities(raw_ids(data, "user", frame["user"].to_numpy()),
@@ -126,7 +157,7 @@ def main() -> None:
     p.add_argument("--dataset-seed", type=int, default=0)
     p.add_argument("--method", default="random", help="which cached 1%% memory of the seed to relabel")
     p.add_argument("--budget", type=float, default=0.01)
-    p.add_argument("--labels", choices=["planted", "clamped", "observed", "kept"], default="planted")
+    p.add_argument("--labels", choices=["planted", "clamped", "observed", "teacher", "prequential", "kept"], default="planted")
     p.add_argument("--weights", choices=["kept", "uniform"], default="kept")
     p.add_argument("--epochs", type=int, default=6, help="epochs on the memory")
     p.add_argument("--batch-size", type=int, default=MEMORY_BATCH_SIZE, help="batch size on the memory")
@@ -156,7 +187,7 @@ def main() -> None:
         p.error(f"no memory {memory}: run diet_ranking.py with these settings first")
     truth = kuairand_truth(make_config("kuairand-pure", args.users, args.items, None, seed, **synth))
     out = work / variant_name(args.method, args.budget, args.labels, args.weights)
-    means = relabelled_memory(Path(data), memory, out, truth, args.labels, args.weights).row(0, named=True)
+    means = relabelled_memory(Path(data), memory, out, truth, args.labels, args.weights, seed).row(0, named=True)
     print(f"label means (memory, {args.labels}):", means)
     zoo = load_zoo(args.zoo)
     names = [e.name for e in zoo]
@@ -168,7 +199,8 @@ def main() -> None:
     (work / f"{out.name}.{recipe}.json").write_text(json.dumps(runs, indent=1))  # for averaging over seeds
     hard = cached.get(recipe, {}).get(f"{args.method}@{args.budget}", {}).get("entries", {})
     new = {"planted": "planted probabilities", "clamped": "labels clamped to [0.05, 0.95]",
-           "observed": "observed labels", "kept": "its labels"}[args.labels]
+           "observed": "observed labels", "teacher": "a teacher's predictions",
+           "prequential": "a prequential teacher's predictions", "kept": "its labels"}[args.labels]
     new += ", weights 1" if args.weights == "uniform" else ""
     print(f"\n{data.name}, {args.method} {args.budget:.0%} memory, {args.epochs} epochs at batch {args.batch_size}, "
           f"learning rates x{args.lr_scale:g} "
