@@ -16,15 +16,15 @@ labels left it, the memory lacks inputs, not labels.
 starts its slots (:meth:`recsys.distill.memory.Memory.from_samples`): a control for how much of a DIET memory's
 behaviour is that label smoothing rather than its choice of chains and its meta-learning. ``--labels
 observed`` sets them to the chains' observed 0/1 labels and ``--labels kept`` keeps the memory's own;
-``--weights uniform`` sets every slot's weight to 1 (default: kept). ``--labels teacher`` sets them to the
-predictions of a teacher that can be had without the generator: DIET's proxy (:mod:`recsys.distill.proxy`, its
-default size) trained for two epochs on the whole training stream, which has seen the slots' own chains;
-``--labels prequential`` to those of the same proxy passed once over the stream's blocks in order, each chain
-predicted before its block is trained on (out of sample, as a stream would label it). With a DIET memory these two ablate its
-learned labels and its learned weights one at a time. ``--epochs``, ``--batch-size`` and ``--lr-scale`` set
-the memory recipe (default: the toolkit's, 6 x 512 with learning rates x2; the commands in BENCHMARKS.md
-from before its seventh DIET stop ran 6 x 256 at x1),
-``--train-seed-offset`` the zoo's training seed; the zoo's results are also written next to the memory
+``--weights uniform`` sets every slot's weight to 1 (default: kept). With a DIET memory these two ablate its
+learned labels and its learned weights one at a time. ``--labels teacher`` sets the labels to the predictions
+of a teacher one can have without the generator: DIET's proxy (:mod:`recsys.distill.proxy`, its default size)
+trained for two epochs on the whole training stream, which has seen the slots' own chains; ``--labels
+prequential`` to those of the same proxy passed once over the stream's blocks in order, each chain predicted
+before its block is trained on (out of sample, as a stream would label it). ``--epochs``, ``--batch-size``
+and ``--lr-scale`` set the memory recipe (default: the toolkit's, 6 x 512 with learning rates x2; the commands
+in BENCHMARKS.md from before its seventh DIET stop ran 6 x 256 at x1), ``--train-seed-offset`` the zoo's
+training seed; the zoo's results are also written next to the memory
 (``<memory>.<recipe>.json``), and ``--report-seeds 0 1 2`` ranks the zoo's mean over the training
 seeds run, against full data's mean over the same ones (``diet_ranking.py``'s steadiest protocol).
 
@@ -51,8 +51,8 @@ from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.distill import proxy
-from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
 from recsys.distill.diet import DIETConfig
+from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, load_zoo, ranking_agreement, train_entry
 
@@ -157,7 +157,8 @@ def main() -> None:
     p.add_argument("--dataset-seed", type=int, default=0)
     p.add_argument("--method", default="random", help="which cached 1%% memory of the seed to relabel")
     p.add_argument("--budget", type=float, default=0.01)
-    p.add_argument("--labels", choices=["planted", "clamped", "observed", "teacher", "prequential", "kept"], default="planted")
+    p.add_argument("--labels", default="planted",
+                   choices=["planted", "clamped", "observed", "teacher", "prequential", "kept"])
     p.add_argument("--weights", choices=["kept", "uniform"], default="kept")
     p.add_argument("--epochs", type=int, default=6, help="epochs on the memory")
     p.add_argument("--batch-size", type=int, default=MEMORY_BATCH_SIZE, help="batch size on the memory")
