@@ -51,7 +51,7 @@ from recsys.data.demo import demo_dataset
 from recsys.data.synth import make_config
 from recsys.data.synth.kuairand import kuairand_truth
 from recsys.distill import proxy
-from recsys.distill.diet import DIETConfig
+from recsys.distill.diet import DIETConfig, fresh_proxy
 from recsys.distill.memory import LABEL_CLAMP, MEMORY_FILE
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, load_zoo, ranking_agreement, train_entry
@@ -64,8 +64,7 @@ def teacher_predictions(stream: ChainStream, mode: str, seed: int) -> torch.Tens
     x = stream.inputs()
     gen = torch.Generator().manual_seed(1234 + seed)
     config = DIETConfig()
-    params = proxy.init_params(sum(stream.table_sizes.values()), x.ids.shape[1], x.slots.shape[1], x.labels.shape[1],
-                               dim=config.dim, hidden=config.hidden, generator=gen)
+    params = fresh_proxy(stream, config, gen)
     if mode == "teacher":
         params, _ = proxy.train(params, x, epochs=config.init_epochs, generator=gen)
         with torch.no_grad():
@@ -73,9 +72,10 @@ def teacher_predictions(stream: ChainStream, mode: str, seed: int) -> torch.Tens
     predictions = torch.empty(x.labels.shape)
     for b in range(len(stream)):
         block = torch.as_tensor(stream.block(b))
+        day = x.take(block)
         with torch.no_grad():
-            predictions[block] = torch.sigmoid(proxy.logits(params, x.take(block)))
-        params, _ = proxy.train(params, x.take(block), epochs=1, generator=gen)
+            predictions[block] = torch.sigmoid(proxy.logits(params, day))
+        params, _ = proxy.train(params, day, epochs=1, generator=gen)
     return predictions
 
 
