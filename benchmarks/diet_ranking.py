@@ -302,7 +302,8 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             cells = [results[sweep[0]][args.mkey].get(f"{m}@{b}") for b in args.budgets]
             lines.append(f"| {m} | " + " | ".join(
                 f"{statistics.mean(c['entries'][n]['auc'] for n in names):.4f}" if c else "" for c in cells) + " |")
-        plot(args, results[sweep[0]], sweep[0])
+        if not args.no_figure:
+            plot(args, results[sweep[0]], sweep[0])
     return "\n".join(lines) + "\n"
 
 
@@ -411,6 +412,8 @@ def main() -> None:
     p.add_argument("--full-seed-offset", type=int, default=RESEED, choices=TRAIN_OFFSETS[1:],
                    help="training-seed offset of the reseeded seeds' second full-data zoo")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
+    p.add_argument("--no-figure", action="store_true",
+                   help="leave benchmarks/figures/ alone (a side run whose budgets are not the figure's)")
     args = p.parse_args()
     args.synth = parse_synth(args.synth, p)
     args.recipe_key = recipe_key(args.memory_epochs, args.memory_batch_size, args.memory_lr_scale)
