@@ -13,8 +13,9 @@ training seeds both have (the steadiest protocol, BENCHMARKS.md).
 
     .venv/bin/python benchmarks/diet_ranking.py [--seeds 0 1 2] [--sweep-seeds 0]
 
-Results are cached per seed under ``--out`` (rerunning skips finished parts); writes ``results.md`` there
-and ``benchmarks/figures/diet_tau_budget_<dataset>.png``.
+Results are cached per seed under ``--out`` (rerunning skips finished parts; a zoo grown since, e.g.
+``configs/distill/zoo_kuairand_deepfm.yaml`` over runs of ``zoo_kuairand.yaml``, trains only its new entries);
+writes ``results.md`` there and ``benchmarks/figures/diet_tau_budget_<dataset>.png`` (not with ``--no-figure``).
 """
 
 from __future__ import annotations
