@@ -31,7 +31,8 @@ from recsys.distill.baselines import select
 from recsys.distill.diet import DIETConfig, run_diet
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
-from recsys.distill.zoo import MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, ranking_agreement, train_entry
+from recsys.distill.zoo import (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, memory_agreement,
+                                ranking_agreement, train_entry)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
@@ -163,10 +164,7 @@ def extend_memory_result(cached: dict, full: dict, zoo: list, new: dict) -> dict
     out = {**cached, "entries": {**cached["entries"], **new["entries"]}}
     if "runs" in cached:
         out["runs"] = {s: {**cached["runs"][s], **new["runs"].get(s, {})} for s in cached["runs"]}
-    names = [e.name for e in zoo]
-    out.update(ranking_agreement([full[n]["auc"] for n in names], [out["entries"][n]["auc"] for n in names]))
-    for ratio, metric in (("samples_ratio", "train_samples"), ("seconds_ratio", "train_seconds")):
-        out[ratio] = sum(full[n][metric] for n in names) / sum(out["entries"][n][metric] for n in names)
+    out.update(memory_agreement(full, out["entries"], [e.name for e in zoo]))
     return out
 
 

@@ -124,6 +124,16 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
             "top1": float(int(a.argmax()) == int(b.argmax()))}
 
 
+def memory_agreement(full: dict[str, dict[str, float]], memory: dict[str, dict[str, float]],
+                     names: list[str]) -> dict[str, float]:
+    """The ranking agreement of a memory's per-entry metrics with full data's over ``names``, and the cost
+    ratios (full data's training samples and seconds over the memory's, summed over the zoo)."""
+    out = ranking_agreement([full[n]["auc"] for n in names], [memory[n]["auc"] for n in names])
+    for ratio, metric in (("samples_ratio", "train_samples"), ("seconds_ratio", "train_seconds")):
+        out[ratio] = sum(full[n][metric] for n in names) / sum(memory[n][metric] for n in names)
+    return out
+
+
 def _mean_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Each entry's metrics averaged over runs (one dict ``name -> metrics`` per training seed)."""
     return {name: {k: sum(r[name][k] for r in runs) / len(runs) for k in runs[0][name]} for name in runs[0]}
@@ -187,13 +197,8 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     for mem in memories:
         runs = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
         per = _mean_runs(list(runs.values()))
-        agreement = ranking_agreement([full_results[n]["auc"] for n in names], [per[n]["auc"] for n in names])
-        cost = {
-            "samples_ratio": sum(full_results[n]["train_samples"] for n in names) / sum(per[n]["train_samples"] for n in names),
-            "seconds_ratio": sum(full_results[n]["train_seconds"] for n in names) / sum(per[n]["train_seconds"] for n in names),
-        }
         out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
-                                    "entries": per, "runs": runs, **agreement, **cost,
+                                    "entries": per, "runs": runs, **memory_agreement(full_results, per, names),
                                     "coverage": memory_coverage(Path(mem))}
     return out
 
