@@ -32,7 +32,7 @@ from recsys.distill.diet import DIETConfig, run_diet
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, memory_agreement,
-                                ranking_agreement, train_entry)
+                                pair_agreement, ranking_agreement, train_entry)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
@@ -262,11 +262,12 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
                           + f"): the zoo's mean test AUC of its {n_off} runs on the memory against that of its "
                           f"{n_off} runs on full data (mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
-                      "| memory | Kendall tau | Spearman rho | top-1 | per seed tau |", "|---|---|---|---|---|"]
+                      "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model "
+                      "| per seed tau |", "|---|---|---|---|---|---|---|"]
             for m in args.methods:
-                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names)
+                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, [e.model for e in zoo])
                 if agree:
-                    cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1")]
+                    cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1", "across", "within")]
                     lines.append(f"| {m} | " + " | ".join(cells) + " | "
                                  + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
         if len(offsets) > 1 and len(args.budgets) > 1:
@@ -326,16 +327,18 @@ def coverage_table(args: argparse.Namespace, seeds: list[int]) -> list[str]:
 
 
 def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, offsets: list[int], key: str,
-                       names: list[str]) -> list[dict[str, float]] | None:
+                       names: list[str], models: list[str] | None = None) -> list[dict[str, float]] | None:
     """Per seed, the ranking agreement of the zoo's mean AUC over its runs on memory ``key`` (training seeds
-    + ``offsets``, recipe ``base``) with its mean over full data's runs at the same offsets; None unless every
-    run is cached."""
+    + ``offsets``, recipe ``base``) with its mean over full data's runs at the same offsets (with ``models``,
+    each name's model, also ``pair_agreement``); None unless every run is cached."""
     if not all(key in results[s].get(memory_key(base, o), {}) for s in seeds for o in offsets):
         return None
-    return [ranking_agreement(
-        [statistics.mean(results[s][full_key(o)][n]["auc"] for o in offsets) for n in names],
-        [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names])
-        for s in seeds]
+    out = []
+    for s in seeds:
+        full = [statistics.mean(results[s][full_key(o)][n]["auc"] for o in offsets) for n in names]
+        mem = [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names]
+        out.append({**ranking_agreement(full, mem), **(pair_agreement(full, mem, models) if models else {})})
+    return out
 
 
 def _mean_sd(values: list[float]) -> str:

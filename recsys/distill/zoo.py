@@ -20,6 +20,7 @@ shares of test chains whose user / item a slot holds, :func:`~recsys.distill.mem
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -124,11 +125,37 @@ def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]
             "top1": float(int(a.argmax()) == int(b.argmax()))}
 
 
+def pair_agreement(full: list[float], other: list[float], models: list[str]) -> dict[str, float]:
+    """The share of configuration pairs that ``other`` orders as ``full`` does, split by whether the two
+    configurations are of different models (``across``: which architecture) or of the same one (``within``:
+    which size or learning rate of it); pairs that full data ties are left out. Kendall tau mixes the two, and a
+    memory can get one right and the other wrong (BENCHMARKS.md, "DIET", fifteenth stop).
+
+    E.g. DIN and PLE at two sizes each, full ``[0.80, 0.82, 0.78, 0.79]``, memory ``[0.81, 0.80, 0.76, 0.77]``
+    with ``models ["DIN", "DIN", "PLE", "PLE"]``: every DIN-PLE pair agrees (``across`` 1.0, 4 pairs), the
+    larger DIN falls behind the smaller (``within`` 0.5, 2 pairs).
+    """
+    if not len(full) == len(other) == len(models):
+        raise ValueError(f"pair_agreement: {len(full)} full scores, {len(other)} others, {len(models)} models")
+    counts = {"across": [0, 0], "within": [0, 0]}
+    for i, j in itertools.combinations(range(len(full)), 2):
+        if full[i] == full[j]:
+            continue
+        c = counts["within" if models[i] == models[j] else "across"]
+        c[0] += (full[i] - full[j]) * (other[i] - other[j]) > 0
+        c[1] += 1
+    return {**{k: (a / n if n else float("nan")) for k, (a, n) in counts.items()},
+            **{f"{k}_pairs": float(n) for k, (_, n) in counts.items()}}
+
+
 def memory_agreement(full: dict[str, dict[str, float]], memory: dict[str, dict[str, float]],
-                     names: list[str]) -> dict[str, float]:
+                     names: list[str], models: list[str] | None = None) -> dict[str, float]:
     """The ranking agreement of a memory's per-entry metrics with full data's over ``names``, and the cost
-    ratios (full data's training samples and seconds over the memory's, summed over the zoo)."""
+    ratios (full data's training samples and seconds over the memory's, summed over the zoo); with ``models``
+    (each name's model), also :func:`pair_agreement` across and within models."""
     out = ranking_agreement([full[n]["auc"] for n in names], [memory[n]["auc"] for n in names])
+    if models is not None:
+        out.update(pair_agreement([full[n]["auc"] for n in names], [memory[n]["auc"] for n in names], models))
     for ratio, metric in (("samples_ratio", "train_samples"), ("seconds_ratio", "train_seconds")):
         out[ratio] = sum(full[n][metric] for n in names) / sum(memory[n][metric] for n in names)
     return out
@@ -198,7 +225,8 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
         runs = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
         per = _mean_runs(list(runs.values()))
         out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
-                                    "entries": per, "runs": runs, **memory_agreement(full_results, per, names),
+                                    "entries": per, "runs": runs,
+                                    **memory_agreement(full_results, per, names, [e.model for e in zoo]),
                                     "coverage": memory_coverage(Path(mem))}
     return out
 
@@ -215,9 +243,11 @@ def format_comparison(result: dict[str, Any]) -> str:
     for name, full in result["full"].items():
         lines.append("| " + " | ".join([name, f"{full['auc']:.4f}",
                                         *(f"{result['memories'][m]['entries'][name]['auc']:.4f}" for m in mems)]) + " |")
-    for key, fmt in (("tau", "{:.3f}"), ("rho", "{:.3f}"), ("top1", "{:.0f}"), ("samples_ratio", "{:.1f}x"),
-                     ("seconds_ratio", "{:.1f}x")):
-        lines.append("| " + " | ".join([key, "", *(fmt.format(result["memories"][m][key]) for m in mems)]) + " |")
+    for key, fmt in (("tau", "{:.3f}"), ("rho", "{:.3f}"), ("top1", "{:.0f}"), ("across", "{:.3f}"),
+                     ("within", "{:.3f}"), ("samples_ratio", "{:.1f}x"), ("seconds_ratio", "{:.1f}x")):
+        label = {"across": "pairs as full, across models", "within": "pairs as full, within a model"}.get(key, key)
+        values = [result["memories"][m][key] for m in mems]
+        lines.append("| " + " | ".join([label, "", *("-" if v != v else fmt.format(v) for v in values)]) + " |")
     for key, label in (("users", "test users covered"), ("items", "test items covered")):
         lines.append("| " + " | ".join([label, "", *(f"{result['memories'][m]['coverage'][key]:.1%}" for m in mems)]) + " |")
     if "full_self_agreement" in result:

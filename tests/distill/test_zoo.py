@@ -11,8 +11,8 @@ from recsys.data.errors import DataError
 from recsys.distill.baselines import select
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
-from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, ranking_agreement, registered_models,
-                                scaled_learning_rates)
+from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, pair_agreement, ranking_agreement,
+                                registered_models, scaled_learning_rates)
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOOS = sorted((ROOT / "configs" / "distill").glob("zoo_*.yaml"))
@@ -37,6 +37,19 @@ def test_ranking_agreement() -> None:
     assert ranking_agreement([0.6, 0.7, 0.8], [0.5, 0.55, 0.9]) == {"tau": 1.0, "rho": pytest.approx(1.0, abs=1e-5), "top1": 1.0}
     r = ranking_agreement([0.6, 0.7, 0.8, 0.9], [0.6, 0.8, 0.7, 0.5])
     assert r["tau"] == pytest.approx(-1 / 3) and r["top1"] == 0.0  # 2 concordant, 4 discordant pairs
+
+
+def test_pair_agreement_splits_pairs_across_and_within_models() -> None:
+    models = ["DIN", "DIN", "PLE", "PLE"]
+    r = pair_agreement([0.80, 0.82, 0.78, 0.79], [0.81, 0.80, 0.76, 0.77], models)
+    assert r == {"across": 1.0, "within": 0.5, "across_pairs": 4.0, "within_pairs": 2.0}
+    # the memory that swaps the architectures but keeps each model's sizes in order
+    assert pair_agreement([0.80, 0.82, 0.78, 0.79], [0.70, 0.72, 0.80, 0.81], models)["across"] == 0.0
+    # a pair full data ties is left out; a memory's tie counts against it
+    r = pair_agreement([0.80, 0.80, 0.78], [0.81, 0.78, 0.78], ["DIN", "DIN", "PLE"])
+    assert r["within_pairs"] == 0.0 and r["within"] != r["within"] and r["across"] == 0.5
+    with pytest.raises(ValueError, match="3 full scores, 3 others, 2 models"):
+        pair_agreement([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], ["DIN", "PLE"])
 
 
 def test_scaled_learning_rates_scale_the_entrys_rates_or_the_models_defaults() -> None:
@@ -71,6 +84,9 @@ def test_compare_trains_each_model_on_full_data_and_memory(prepared_tmall: Path,
     assert 0 < mem["coverage"]["items"] < 1
     table = format_comparison(result)
     assert "| din |" in table and f"| test items covered |  | {mem['coverage']['items']:.1%} |" in table
+    assert mem["across_pairs"] == 3 and mem["within_pairs"] == 0  # three models, one configuration each
+    assert f"| pairs as full, across models |  | {mem['across']:.3f} |" in table
+    assert "| pairs as full, within a model |  | - |" in table
     assert "full_self_agreement" not in result  # one seed: no yardstick
 
 
