@@ -262,8 +262,8 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
                           + f"): the zoo's mean test AUC of its {n_off} runs on the memory against that of its "
                           f"{n_off} runs on full data (mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
-                      "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model "
-                      "| per seed tau |", "|---|---|---|---|---|---|---|"]
+                      "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model | per seed tau |",
+                      "|---|---|---|---|---|---|---|"]
             for m in args.methods:
                 agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, [e.model for e in zoo])
                 if agree:

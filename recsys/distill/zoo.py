@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ def format_comparison(result: dict[str, Any]) -> str:
                      ("within", "{:.3f}"), ("samples_ratio", "{:.1f}x"), ("seconds_ratio", "{:.1f}x")):
         label = {"across": "pairs as full, across models", "within": "pairs as full, within a model"}.get(key, key)
         values = [result["memories"][m][key] for m in mems]
-        lines.append("| " + " | ".join([label, "", *("-" if v != v else fmt.format(v) for v in values)]) + " |")
+        lines.append("| " + " | ".join([label, "", *("-" if math.isnan(v) else fmt.format(v) for v in values)]) + " |")
     for key, label in (("users", "test users covered"), ("items", "test items covered")):
         lines.append("| " + " | ".join([label, "", *(f"{result['memories'][m]['coverage'][key]:.1%}" for m in mems)]) + " |")
     if "full_self_agreement" in result:
