@@ -154,9 +154,10 @@ def memory_agreement(full: dict[str, dict[str, float]], memory: dict[str, dict[s
     """The ranking agreement of a memory's per-entry metrics with full data's over ``names``, and the cost
     ratios (full data's training samples and seconds over the memory's, summed over the zoo); with ``models``
     (each name's model), also :func:`pair_agreement` across and within models."""
-    out = ranking_agreement([full[n]["auc"] for n in names], [memory[n]["auc"] for n in names])
+    full_auc, memory_auc = [full[n]["auc"] for n in names], [memory[n]["auc"] for n in names]
+    out = ranking_agreement(full_auc, memory_auc)
     if models is not None:
-        out.update(pair_agreement([full[n]["auc"] for n in names], [memory[n]["auc"] for n in names], models))
+        out.update(pair_agreement(full_auc, memory_auc, models))
     for ratio, metric in (("samples_ratio", "train_samples"), ("seconds_ratio", "train_seconds")):
         out[ratio] = sum(full[n][metric] for n in names) / sum(memory[n][metric] for n in names)
     return out
