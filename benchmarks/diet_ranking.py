@@ -271,24 +271,30 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                     lines.append(f"| {m} | " + " | ".join(cells) + " | "
                                  + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
         if len(offsets) > 1 and len(args.budgets) > 1:
-            lines += ["", f"Kendall tau against budget, both sides averaged over {len(offsets)} training seeds "
-                          "(mean ± sd over seeds " + ", ".join(map(str, rerun))
-                          + "; empty where a budget lacks runs):",
-                      "",
-                      "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |",
-                      "|---" * (1 + len(args.budgets)) + "|"]
-            for m in args.methods:
-                cells = [averaged_agreement(results, rerun, base, offsets, f"{m}@{b}", names) for b in args.budgets]
-                if any(cells):
-                    lines.append(f"| {m} | " + " | ".join(_mean_sd([a["tau"] for a in c]) if c else "" for c in cells)
-                                 + " |")
+            models = [e.model for e in zoo]
+            cells = {m: [averaged_agreement(results, rerun, base, offsets, f"{m}@{b}", names, models)
+                         for b in args.budgets] for m in args.methods}
+            for what, key in (("Kendall tau", "tau"), ("Pairs ordered as full data within a model", "within")):
+                lines += ["", f"{what} against budget, both sides averaged over {len(offsets)} training seeds "
+                              "(mean ± sd over seeds " + ", ".join(map(str, rerun))
+                              + "; empty where a budget lacks runs):",
+                          "",
+                          "| memory | " + " | ".join(f"{b:.2%}" for b in args.budgets) + " |",
+                          "|---" * (1 + len(args.budgets)) + "|"]
+                lines += [f"| {m} | " + " | ".join(_mean_sd([a[key] for a in c]) if c else "" for c in row) + " |"
+                          for m, row in cells.items() if any(row)]
     s0 = seeds[0]
-    present = [m for m in args.methods if f"{m}@0.01" in results[s0][args.mkey]]
-    for metric in ("auc", "gauc"):
-        lines += ["", f"Test {metric.upper()} per configuration, seed {s0}, 1% memories:", "",
-                  "| config | full | " + " | ".join(present) + " |", "|---" * (2 + len(present)) + "|"]
+    # every memory of the first seed at this recipe, 1% first (a column per method and budget)
+    present = [f"{m}@{b}" for b in sorted(args.budgets, key=lambda b: b != 0.01) for m in args.methods
+               if f"{m}@{b}" in results[s0][args.mkey]]
+    heads = [k.replace("@0.01", "") if k.endswith("@0.01") else f"{k.split('@')[0]} {float(k.split('@')[1]):.0%}"
+             for k in present]
+    for metric in ("auc", "gauc") if present else ():
+        title = f"Test {metric.upper()} per configuration, seed {s0}, memories (training seed + {args.memory_seed_offset}):"
+        lines += ["", title, "",
+                  "| config | full | " + " | ".join(heads) + " |", "|---" * (2 + len(present)) + "|"]
         for n in names:
-            cells = [f"{results[s0][args.mkey][f'{m}@0.01']['entries'][n][metric]:.4f}" for m in present]
+            cells = [f"{results[s0][args.mkey][k]['entries'][n][metric]:.4f}" for k in present]
             lines.append(f"| {n} | {results[s0]['full'][n][metric]:.4f} | " + " | ".join(cells) + " |")
     sweep = [s for s in seeds if s in args.sweep_seeds]
     if sweep:
