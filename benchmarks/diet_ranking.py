@@ -285,10 +285,12 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                           for m, row in cells.items() if any(row)]
     s0 = seeds[0]
     # every memory of the first seed at this recipe, 1% first (a column per method and budget)
-    present = [f"{m}@{b}" for b in sorted(args.budgets, key=lambda b: b != 0.01) for m in args.methods
-               if f"{m}@{b}" in results[s0][args.mkey]]
-    heads = [k.replace("@0.01", "") if k.endswith("@0.01") else f"{k.split('@')[0]} {float(k.split('@')[1]):.0%}"
-             for k in present]
+    present, heads = [], []
+    for b in sorted(args.budgets, key=lambda b: b != 0.01):
+        for m in args.methods:
+            if f"{m}@{b}" in results[s0][args.mkey]:
+                present.append(f"{m}@{b}")
+                heads.append(m if b == 0.01 else f"{m} {b:.0%}")
     for metric in ("auc", "gauc") if present else ():
         title = f"Test {metric.upper()} per configuration, seed {s0}, memories (training seed + {args.memory_seed_offset}):"
         lines += ["", title, "",
