@@ -171,7 +171,7 @@ def extend_memory_result(cached: dict, full: dict, zoo: list, new: dict) -> dict
 
 
 def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str:
-    names = [e.name for e in zoo]
+    names, models = [e.name for e in zoo], [e.model for e in zoo]
     seeds = sorted(results)
     lines = [f"Zoo {args.zoo.name} ({len(zoo)} configurations), {args.dataset}-format u{args.users} i{args.items}"
              + "".join(f" {k}={v}" for k, v in args.synth.items()) + ", "
@@ -265,13 +265,12 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                       "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model | per seed tau |",
                       "|---|---|---|---|---|---|---|"]
             for m in args.methods:
-                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, [e.model for e in zoo])
+                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, models)
                 if agree:
                     cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1", "across", "within")]
                     lines.append(f"| {m} | " + " | ".join(cells) + " | "
                                  + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
         if len(offsets) > 1 and len(args.budgets) > 1:
-            models = [e.model for e in zoo]
             cells = {m: [averaged_agreement(results, rerun, base, offsets, f"{m}@{b}", names, models)
                          for b in args.budgets] for m in args.methods}
             for what, key in (("Kendall tau", "tau"), ("Pairs ordered as full data within a model", "within")):
