@@ -70,11 +70,11 @@ def full_key(offset: int) -> str:
     return {0: "full", RESEED: "full_reseeded"}.get(offset, f"full_s{offset}")
 
 
-def recipe_key(epochs: int, batch_size: int, lr_scale: float) -> str:
+def recipe_key(epochs: int, batch_size: int, lr_scale: float, prior_init: bool = False) -> str:
     """Where a memory-training recipe's results are cached (the first recipe, 6 epochs at batch 32 with the
     zoo's own learning rates, under "memories")."""
     base = "memories" if (epochs, batch_size) == (6, 32) else f"memories_e{epochs}_b{batch_size}"
-    return base + (f"_lr{lr_scale:g}" if lr_scale != 1.0 else "")
+    return base + (f"_lr{lr_scale:g}" if lr_scale != 1.0 else "") + ("_prior" if prior_init else "")
 
 
 def memory_key(base: str, offset: int) -> str:
@@ -107,7 +107,8 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
     done["main_label"] = stream.main_label
     budgets = args.budgets if seed in args.sweep_seeds else [0.01]
     kw = dict(full_epochs=args.full_epochs, memory_epochs=args.memory_epochs, batch_size=512,
-              memory_batch_size=args.memory_batch_size, memory_lr_scale=args.memory_lr_scale, seeds=(seed,), log=print)
+              memory_batch_size=args.memory_batch_size, memory_lr_scale=args.memory_lr_scale,
+              memory_prior_init=args.memory_prior_init, seeds=(seed,), log=print)
     if args.report_only:
         return done
 
@@ -177,7 +178,8 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
              + "".join(f" {k}={v}" for k, v in args.synth.items()) + ", "
              f"blocks of {args.block_days} days, full data {args.full_epochs} epochs (batch 512), memories "
              f"{args.memory_epochs} epochs (batch {args.memory_batch_size}, learning rates x"
-             f"{args.memory_lr_scale:g}); test AUC of "
+             f"{args.memory_lr_scale:g}{', action logits started at the label rates' if args.memory_prior_init else ''});"
+             " test AUC of "
              f"{results[seeds[0]].get('main_label', 'purchase')}.", ""]
     lines.append("Training chains per seed: " + ", ".join(f"{results[s]['stream_chains']:,}" for s in seeds))
     lines += ["", "At a 1% budget (mean ± sd over seeds " + ", ".join(map(str, seeds)) + "):", "",
@@ -416,6 +418,9 @@ def main() -> None:
                         "stop it was 256, at learning-rate scale 1)")
     p.add_argument("--memory-lr-scale", type=float, default=MEMORY_LR_SCALE,
                    help="multiply the zoo's learning rates by this on the memories (full data: the zoo's own)")
+    p.add_argument("--memory-prior-init", action="store_true",
+                   help="start the action logits of the runs on memories at the memory's label rates "
+                        "(recsys.models.mmoe.ChainHeadsModule.init_action_prior; A2Gen starts as it does)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "_work" / "diet")
     p.add_argument("--memory-seed-offset", type=int, default=0,
                    help="train the zoo on memories with training seed + this (0: the full-data runs' seed, so "
@@ -427,7 +432,8 @@ def main() -> None:
                    help="leave benchmarks/figures/ alone (a side run whose budgets are not the figure's)")
     args = p.parse_args()
     args.synth = parse_synth(args.synth, p)
-    args.recipe_key = recipe_key(args.memory_epochs, args.memory_batch_size, args.memory_lr_scale)
+    args.recipe_key = recipe_key(args.memory_epochs, args.memory_batch_size, args.memory_lr_scale,
+                                 args.memory_prior_init)
     args.mkey = memory_key(args.recipe_key, args.memory_seed_offset)
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)

@@ -320,6 +320,7 @@ def distill_compare(
     batch_size: int = 512,
     memory_batch_size: int = 512,
     memory_lr_scale: float = 2.0,
+    memory_prior_init: bool = False,
     seeds: list[int] = [0],  # noqa: B006 (read-only default, shown in --help)
     out: Path | None = None,
 ) -> None:
@@ -336,6 +337,8 @@ def distill_compare(
             with learning rates x2: 33x fewer samples than 2 full-data epochs, and >= 30x cheaper for every
             configuration; see ``recsys.distill.zoo.MEMORY_BATCH_SIZE``).
         memory_lr_scale: multiply every configuration's learning rates by this on the memories.
+        memory_prior_init: on the memories, start each model's action logits at the memory's label rates
+            (DIN, MMoE, PLE, DeepFM; a run of a few dozen steps otherwise spends them learning the rates).
         seeds: training seeds; each configuration trains once per seed on full data and on each memory, and
             rankings compare the mean test AUCs (e.g. ``'[0, 1, 2]'``: one seed's ranking is mostly seed noise
             when configurations are close; BENCHMARKS.md, "DIET").
@@ -348,7 +351,7 @@ def distill_compare(
     entries = load_zoo(zoo)
     result = compare(data, memories, entries, full_epochs=full_epochs, memory_epochs=memory_epochs,
                      batch_size=batch_size, memory_batch_size=memory_batch_size,
-                     memory_lr_scale=memory_lr_scale, seeds=seeds)
+                     memory_lr_scale=memory_lr_scale, memory_prior_init=memory_prior_init, seeds=seeds)
     print(format_comparison(result))
     if out is not None:
         from recsys.data.manifest import atomic_write_text

@@ -227,3 +227,17 @@ class ChainDataModule(BatchedDataModule):
     def samples(self, stage: Stage) -> ChainSamples:
         self.setup()
         return ChainSamples(self.tables, stage, max_len=self.hparams.max_len)
+
+    def label_rates(self, chunk: int = 8192) -> torch.Tensor:
+        """``[K]`` each action's rate over the training split, as the models learn it: the mean of the
+        classification targets (a memory's soft labels, weighted by its weights; else 0/1 occurrence)."""
+        train = self.samples("train")
+        total, weight = None, 0.0
+        for start in range(0, len(train), chunk):
+            batch = train.__getitems__(list(range(start, min(start + chunk, len(train)))))
+            w = batch.weights if batch.weights is not None else torch.ones(batch.batch_size)
+            part = (batch.action_targets().float() * w[:, None]).sum(0)
+            total, weight = (part if total is None else total + part), weight + float(w.sum())
+        if total is None or weight <= 0:
+            raise ValueError(f"{self.hparams.data}: no training chains (or zero total weight) to take label rates from")
+        return total / weight

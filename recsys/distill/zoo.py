@@ -98,16 +98,22 @@ def scaled_learning_rates(entry: ZooEntry, scale: float) -> dict[str, Any]:
 
 
 def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: int, seed: int,
-                main_label: str, side_features: list[str] | None = None, lr_scale: float = 1.0) -> dict[str, float]:
+                main_label: str, side_features: list[str] | None = None, lr_scale: float = 1.0,
+                prior_init: bool = False) -> dict[str, float]:
     """Train one configuration from scratch on ``data`` (a prepared dataset or a memory); its test
     metrics for the main label and its training cost (``side_features``: see
     :class:`~recsys.data.chain_ranking.ChainDataModule`; ``lr_scale`` multiplies the entry's learning
-    rates, see :func:`scaled_learning_rates`)."""
+    rates, see :func:`scaled_learning_rates`; ``prior_init`` starts the action logits at the training
+    split's label rates where the model can, see
+    :meth:`~recsys.models.mmoe.ChainHeadsModule.init_action_prior`: A2Gen, a softmax over action tokens,
+    starts as it does)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run is ours to print
     L.seed_everything(seed, verbose=False)
     dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed, side_features=side_features)
     model = registered_models()[entry.model](dm.feature_cardinalities, dm.spec_dict,
                                              **scaled_learning_rates(entry, lr_scale))
+    if prior_init and hasattr(model, "init_action_prior"):
+        model.init_action_prior(dm.label_rates())
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
     started = time.perf_counter()
@@ -181,7 +187,7 @@ def full_self_agreement(runs: list[dict[str, dict[str, float]]], names: list[str
 
 def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full_epochs: int = 2,
             memory_epochs: int = 6, batch_size: int = 512, memory_batch_size: int = MEMORY_BATCH_SIZE,
-            seeds: Sequence[int] = (0,), memory_lr_scale: float = MEMORY_LR_SCALE,
+            seeds: Sequence[int] = (0,), memory_lr_scale: float = MEMORY_LR_SCALE, memory_prior_init: bool = False,
             full_results: dict[str, dict[str, float]] | None = None, log=print) -> dict[str, Any]:  # noqa: ANN001
     """Train every zoo entry on ``data`` (unless ``full_results`` are given) and on each memory, once per
     training seed of ``seeds``; return per-entry metrics averaged over the seeds and, per memory, the ranking
@@ -191,7 +197,8 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
     over several seeds is the steadier protocol, and with two or more seeds ``full_self_agreement`` (full
     data's runs against one another) says how well one run's ranking reproduces another's. ``full_results``
     (already averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs``
-    and each memory's ``runs``, keyed by seed.
+    and each memory's ``runs``, keyed by seed. ``memory_prior_init``: the runs on memories start their action
+    logits at the memory's label rates (:func:`train_entry`'s ``prior_init``).
     """
     from recsys.distill.memory import check_memory_of, memory_coverage
     from recsys.distill.stream import ChainStream
@@ -205,13 +212,14 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
         main = meta.get("main_label", main)
     names = [e.name for e in zoo]
 
-    def train_all(path: str | Path, tag: str, epochs: int, batch: int, lr_scale: float = 1.0) -> dict[str, Any]:
+    def train_all(path: str | Path, tag: str, epochs: int, batch: int, lr_scale: float = 1.0,
+                  prior_init: bool = False) -> dict[str, Any]:
         runs = {}
         for seed in seeds:
             results = runs[str(seed)] = {}
             for e in zoo:
                 r = results[e.name] = train_entry(e, path, epochs=epochs, batch_size=batch, seed=seed,
-                                                  main_label=main, lr_scale=lr_scale)
+                                                  main_label=main, lr_scale=lr_scale, prior_init=prior_init)
                 log(f"{tag:<8} {e.name:<16} seed {seed:<4} auc {r['auc']:.4f}  {r['train_seconds']:.1f} s")
         return runs
 
@@ -224,7 +232,7 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
             out["full_self_agreement"] = full_self_agreement(list(full_runs.values()), names)
     out["full"] = full_results
     for mem in memories:
-        runs = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale)
+        runs = train_all(mem, Path(mem).name, memory_epochs, memory_batch_size, memory_lr_scale, memory_prior_init)
         per = _mean_runs(list(runs.values()))
         out["memories"][str(mem)] = {"meta": {k: metas[str(mem)][k] for k in ("method", "budget", "slots")},
                                     "entries": per, "runs": runs,

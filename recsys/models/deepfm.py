@@ -115,3 +115,11 @@ class DeepFM(ChainHeadsModule):
         fm = pairs @ self.fm_weights.view(-1, pairs.shape[-1]).T  # [B, d] @ [d, K] -> [B, K]
         hidden = self.deep(x)
         return self.first_order(x) + fm + self.action_head(hidden), self.time_head(hidden)
+
+    def action_biases(self) -> list[tuple[torch.Tensor, int]]:
+        return [(self.action_head.bias, k) for k in range(self.action_head.out_features)]
+
+    @torch.no_grad()
+    def init_action_prior(self, rates: torch.Tensor) -> None:
+        self.first_order.bias.zero_()  # two biases add up in the logit: the prior goes in one of them
+        super().init_action_prior(rates)

@@ -123,3 +123,6 @@ class DIN(ChainHeadsModule):
         pooled, _ = self.interest(batch, embedded)
         hidden = self.mlp(torch.cat([fields, pooled], dim=-1))
         return self.action_head(hidden), self.time_head(hidden)
+
+    def action_biases(self) -> list[tuple[torch.Tensor, int]]:
+        return [(self.action_head.bias, k) for k in range(self.action_head.out_features)]

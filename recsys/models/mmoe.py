@@ -141,6 +141,23 @@ class ChainHeadsModule(ChainRankingModule):
     def forward(self, batch: ChainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def action_biases(self) -> list[tuple[torch.Tensor, int]]:
+        """Where each action's logit gets its output bias: ``K`` pairs ``(bias parameter, index)``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def init_action_prior(self, rates: torch.Tensor) -> None:
+        """Start every action's logit at the log-odds of its label rate ``rates [K]`` (the focal-loss paper's
+        prior initialization, Lin et al., ICCV 2017, Sec. 4.1 "Initialization": the output bias set so that
+        the model's first predictions are the prior). From a zero bias a model must first learn the rate:
+        BCE's early steps go there, and a short run (e.g. on a 1% DIET memory, about 24 steps; BENCHMARKS.md,
+        "DIET", seventeenth stop) may end before the ranking is learned. Only the logits move: by
+        ``log(rate / (1 - rate))`` minus the bias they had.
+        """
+        rates = rates.clamp(1e-6, 1 - 1e-6)
+        for (bias, i), prior in zip(self.action_biases(), torch.log(rates / (1 - rates)), strict=True):
+            bias[i] = prior
+
     def loss(self, batch: ChainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, time_y = self(batch)
         k = len(self.spec.actions)
@@ -223,3 +240,6 @@ class MMoE(ChainHeadsModule):
         logits = action_outs[..., 0]
         times = torch.cat([action_outs[..., 1], outs[-1]], dim=1)  # [B, K + 1]
         return logits, times
+
+    def action_biases(self) -> list[tuple[torch.Tensor, int]]:
+        return [(tower[-1].bias, 0) for tower in self.towers[:-1]]  # tower k < K: [logit_k, time_k]

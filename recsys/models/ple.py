@@ -159,3 +159,6 @@ class PLE(ChainHeadsModule):
         outs = [tower(tasks[:, t]) for t, tower in enumerate(self.towers)]
         action_outs = torch.stack(outs[:-1], dim=1)  # [B, K, 2]
         return action_outs[..., 0], torch.cat([action_outs[..., 1], outs[-1]], dim=1)
+
+    def action_biases(self) -> list[tuple[torch.Tensor, int]]:
+        return [(tower[-1].bias, 0) for tower in self.towers[:-1]]  # tower k < K: [logit_k, time_k]

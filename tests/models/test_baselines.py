@@ -253,3 +253,32 @@ def test_deepfm_adds_the_pairwise_dot_products_of_its_fields(dataset, data):
         moved, _ = model(batch)
     torch.testing.assert_close(moved[:, 0], logits[:, 0] + pairs, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(moved[:, 1:], logits[:, 1:])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_prior_init_moves_only_the_action_logits_by_the_log_odds(name, data):
+    """``init_action_prior(rates)``: each action's logit moves by the same amount on every sample, and two
+    rates differ by exactly their log-odds difference (the prior enters the logit once, through the bias);
+    the times do not move."""
+    dm = data["kuairand"]
+    model, batch = build(name, dm).eval(), first_batch(dm)
+    k = len(dm.spec.actions)
+    low, high = torch.full((k,), 0.05), torch.linspace(0.2, 0.6, k)
+    with torch.no_grad():
+        logits, times = model(batch)
+        model.init_action_prior(low)
+        at_low, times_low = model(batch)
+        model.init_action_prior(high)
+        at_high, _ = model(batch)
+    shift = at_low - logits
+    assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5)  # one constant per action
+    assert not torch.allclose(shift, torch.zeros_like(shift), atol=1e-3)
+    log_odds = lambda p: torch.log(p / (1 - p))
+    assert torch.allclose(at_high - at_low, (log_odds(high) - log_odds(low)).expand_as(at_low), atol=1e-5)
+    assert torch.equal(times, times_low)
+
+
+def test_prior_init_wants_one_rate_per_action(data):
+    model = build("mmoe", data["kuairand"])
+    with pytest.raises(ValueError):
+        model.init_action_prior(torch.tensor([0.1]))
