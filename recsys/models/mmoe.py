@@ -147,12 +147,12 @@ class ChainHeadsModule(ChainRankingModule):
 
     @torch.no_grad()
     def init_action_prior(self, rates: torch.Tensor) -> None:
-        """Start every action's logit at the log-odds of its label rate ``rates [K]`` (the focal-loss paper's
-        prior initialization, Lin et al., ICCV 2017, Sec. 4.1 "Initialization": the output bias set so that
-        the model's first predictions are the prior). From a zero bias a model must first learn the rate:
-        BCE's early steps go there, and a short run (e.g. on a 1% DIET memory, about 24 steps; BENCHMARKS.md,
-        "DIET", seventeenth stop) may end before the ranking is learned. Only the logits move: by
-        ``log(rate / (1 - rate))`` minus the bias they had.
+        """Set every action's output bias to the log-odds of its label rate ``rates [K]``: the focal-loss
+        paper's prior initialization (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, Sec. 3.3
+        and Sec. 4.1 "Initialization"). From a zero bias a model's first BCE steps go to learning the rates; a
+        run of a few dozen steps (a 1% memory of the 600-user stream: 24) can end before it ranks anything,
+        which starting at the rates avoids (BENCHMARKS.md, "DIET", seventeenth stop). Each logit moves by
+        the same amount on every sample; the times do not move.
         """
         rates = rates.clamp(1e-6, 1 - 1e-6)
         for (bias, i), prior in zip(self.action_biases(), torch.log(rates / (1 - rates)), strict=True):
