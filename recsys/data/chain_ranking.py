@@ -232,12 +232,12 @@ class ChainDataModule(BatchedDataModule):
         """``[K]`` each action's rate over the training split, as the models learn it: the mean of the
         classification targets (a memory's soft labels, weighted by its weights; else 0/1 occurrence)."""
         train = self.samples("train")
-        total, weight = None, 0.0
+        total, weight = torch.zeros(len(self.spec.actions), dtype=torch.float64), 0.0
         for start in range(0, len(train), chunk):
             batch = train.__getitems__(list(range(start, min(start + chunk, len(train)))))
             w = batch.weights if batch.weights is not None else torch.ones(batch.batch_size)
-            part = (batch.action_targets().float() * w[:, None]).sum(0)
-            total, weight = (part if total is None else total + part), weight + float(w.sum())
-        if total is None or weight <= 0:
+            total += (batch.action_targets().double() * w[:, None].double()).sum(0)
+            weight += float(w.sum())
+        if weight <= 0:
             raise ValueError(f"{self.hparams.data}: no training chains (or zero total weight) to take label rates from")
-        return total / weight
+        return (total / weight).float()

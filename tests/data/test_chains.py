@@ -100,3 +100,10 @@ def test_side_features_choose_the_item_and_user_fields(prepared_kuairand):
     assert torch.equal(batch.features["author"].values(), base.features["author"].values())  # same samples
     with pytest.raises(ValueError, match=r"side_features \['colour'\] are not side fields of .*expected some of"):
         ChainDataModule(prepared_kuairand, side_features=["colour"]).setup()
+
+
+def test_label_rates_are_the_actions_occurrence_rates_over_training(prepared_tmall):
+    dm = ChainDataModule(prepared_tmall)
+    train = dm.samples("train")
+    occurred = train.__getitems__(list(range(len(train)))).occurred[:, : len(dm.spec.actions)]
+    assert torch.allclose(dm.label_rates(chunk=100), occurred.float().mean(0), atol=1e-6)

@@ -94,3 +94,22 @@ def test_sparse_features_embed_a_distribution_as_its_expected_embedding() -> Non
     assert soft["tab"].lengths().tolist() == [1, 1]
     for key in ("item", "history"):
         torch.testing.assert_close(soft[key].values(), hard[key].values())
+
+
+def test_a_memorys_label_rates_are_its_soft_labels_weighted_mean(prepared_tmall: Path, tmp_path: Path) -> None:
+    """What the models' BCE is fitted to on a memory (``ChainDataModule.label_rates``)."""
+    import polars as pl
+
+    from recsys.data.chain_ranking import ChainDataModule
+    from recsys.distill.baselines import select
+
+    stream = ChainStream(str(prepared_tmall), block_days=28)
+    memory = select(stream, "random", 0.1)
+    memory.weight_logits = torch.linspace(-2.0, 2.0, memory.weight_logits.numel())  # uneven weights
+    write_memory_dataset(stream, memory, tmp_path / "mem", {"method": "random", "budget": 0.1, "main_label": "purchase"})
+    frame = pl.read_parquet(tmp_path / "mem" / "memory.parquet")
+    w = torch.tensor(frame["weight"].to_numpy())
+    soft = torch.tensor(frame.select([c for c in frame.columns if c.startswith("soft_")]).to_numpy())
+    assert w.std() > 0.1
+    rates = ChainDataModule(tmp_path / "mem").label_rates(chunk=7)
+    assert torch.allclose(rates, (soft * w[:, None]).sum(0) / w.sum(), atol=1e-5)

@@ -140,30 +140,6 @@ def test_the_cli_and_compare_default_to_the_toolkit_memory_recipe():
         assert defaults == (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE)
 
 
-def test_label_rates_are_the_training_targets_mean(prepared_tmall: Path, tmp_path: Path) -> None:
-    """Full data: the actions' occurrence rates over the training split; a memory: its soft labels' mean,
-    weighted by its weights (what the models' BCE is fitted to)."""
-    import polars as pl
-    import torch
-
-    from recsys.data.chain_ranking import ChainDataModule
-
-    full = ChainDataModule(prepared_tmall)
-    train = full.samples("train")
-    occurred = train.__getitems__(list(range(len(train)))).occurred[:, : len(full.spec.actions)]
-    assert torch.allclose(full.label_rates(chunk=100), occurred.float().mean(0), atol=1e-6)
-    stream = ChainStream(str(prepared_tmall), block_days=28)
-    memory = select(stream, "random", 0.1)
-    memory.weight_logits = torch.linspace(-2.0, 2.0, memory.weight_logits.numel())  # uneven weights
-    out = tmp_path / "weighted"
-    write_memory_dataset(stream, memory, out, {"method": "random", "budget": 0.1, "main_label": "purchase"})
-    frame = pl.read_parquet(out / "memory.parquet")
-    w = torch.tensor(frame["weight"].to_numpy())
-    soft = torch.tensor(frame.select([f"soft_{a}" for a in full.spec.actions]).to_numpy())
-    assert w.std() > 0.1
-    assert torch.allclose(ChainDataModule(out).label_rates(chunk=7), (soft * w[:, None]).sum(0) / w.sum(), atol=1e-5)
-
-
 def test_memory_prior_init_reaches_the_runs_on_memories_only(prepared_tmall: Path, random_memory: Path,
                                                              tmp_path: Path) -> None:
     zoo = tmp_path / "zoo.yaml"
