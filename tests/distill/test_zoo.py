@@ -141,13 +141,29 @@ def test_the_cli_and_compare_default_to_the_toolkit_memory_recipe():
 
 
 def test_memory_prior_init_reaches_the_runs_on_memories_only(prepared_tmall: Path, random_memory: Path,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``memory_prior_init`` every run on a memory of a model that has per-action logits starts them at the
+    memory's label rates; full-data runs and A2Gen (a softmax over action tokens) start as they do."""
+    import torch
+
+    from recsys.data.chain_ranking import ChainDataModule
+    from recsys.models.mmoe import ChainHeadsModule
+
+    started, original = [], ChainHeadsModule.init_action_prior
+
+    def spy(self: ChainHeadsModule, rates: torch.Tensor) -> None:
+        started.append((type(self).__name__, rates.clone()))
+        original(self, rates)
+
+    monkeypatch.setattr(ChainHeadsModule, "init_action_prior", spy)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text("entries:\n  - {name: mmoe, model: MMoE, init_args: {dim: 8}}\n"
                    "  - {name: a2gen, model: A2Gen, init_args: {dim: 8, heads: 2}}\n")
-    runs = [compare(prepared_tmall, [random_memory], load_zoo(zoo), full_epochs=1, memory_epochs=1,
-                    memory_prior_init=prior, log=lambda s: None) for prior in (False, True)]
-    assert all(runs[0]["full"][n]["auc"] == runs[1]["full"][n]["auc"] for n in ("mmoe", "a2gen"))
-    mems = [r["memories"][str(random_memory)]["entries"] for r in runs]
-    assert mems[0]["mmoe"]["auc"] != mems[1]["mmoe"]["auc"]  # the logits started elsewhere
-    assert mems[0]["a2gen"]["auc"] == mems[1]["a2gen"]["auc"]  # A2Gen has no per-action logit to start
+    compare(prepared_tmall, [random_memory], load_zoo(zoo), full_epochs=1, memory_epochs=1, seeds=(0, 1),
+            log=lambda s: None)
+    assert started == []  # off by default
+    compare(prepared_tmall, [random_memory], load_zoo(zoo), full_epochs=1, memory_epochs=1, seeds=(0, 1),
+            memory_prior_init=True, log=lambda s: None)
+    assert [name for name, _ in started] == ["MMoE", "MMoE"]  # one run on the memory per seed, none on full data
+    expected = ChainDataModule(random_memory).label_rates()
+    assert all(torch.equal(rates, expected) for _, rates in started)
