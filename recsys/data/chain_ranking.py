@@ -228,16 +228,17 @@ class ChainDataModule(BatchedDataModule):
         self.setup()
         return ChainSamples(self.tables, stage, max_len=self.hparams.max_len)
 
-    def label_rates(self, chunk: int = 8192) -> torch.Tensor:
+    def label_rates(self) -> torch.Tensor:
         """``[K]`` each action's rate over the training split, as the models learn it: the mean of the
-        classification targets (a memory's soft labels, weighted by its weights; else 0/1 occurrence)."""
+        classification targets (a memory's soft labels, weighted by its weights; else 0/1 occurrence), read
+        from the tables without building batches."""
         train = self.samples("train")
-        total, weight = torch.zeros(len(self.spec.actions), dtype=torch.float64), 0.0
-        for start in range(0, len(train), chunk):
-            batch = train.__getitems__(list(range(start, min(start + chunk, len(train)))))
-            w = batch.weights if batch.weights is not None else torch.ones(batch.batch_size)
-            total += (batch.action_targets().double() * w[:, None].double()).sum(0)
-            weight += float(w.sum())
-        if weight <= 0:
+        if train.memory is not None:
+            targets, weights = train.memory.soft_labels, train.memory.weights
+        else:
+            targets = self.tables.chains.occurred[train.rows][:, : len(self.spec.actions)]
+            weights = np.ones(len(train))
+        total = float(weights.sum())
+        if total <= 0:
             raise ValueError(f"{self.hparams.data}: no training chains (or zero total weight) to take label rates from")
-        return (total / weight).float()
+        return torch.from_numpy((targets.astype(np.float64) * weights[:, None]).sum(0) / total).float()

@@ -106,4 +106,4 @@ def test_label_rates_are_the_actions_occurrence_rates_over_training(prepared_tma
     dm = ChainDataModule(prepared_tmall)
     train = dm.samples("train")
     occurred = train.__getitems__(list(range(len(train)))).occurred[:, : len(dm.spec.actions)]
-    assert torch.allclose(dm.label_rates(chunk=100), occurred.float().mean(0), atol=1e-6)
+    assert torch.allclose(dm.label_rates(), occurred.float().mean(0), atol=1e-6)

@@ -111,5 +111,5 @@ def test_a_memorys_label_rates_are_its_soft_labels_weighted_mean(prepared_tmall:
     w = torch.tensor(frame["weight"].to_numpy())
     soft = torch.tensor(frame.select([c for c in frame.columns if c.startswith("soft_")]).to_numpy())
     assert w.std() > 0.1
-    rates = ChainDataModule(tmp_path / "mem").label_rates(chunk=7)
+    rates = ChainDataModule(tmp_path / "mem").label_rates()
     assert torch.allclose(rates, (soft * w[:, None]).sum(0) / w.sum(), atol=1e-5)
