@@ -32,7 +32,7 @@ from recsys.distill.diet import DIETConfig, run_diet
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import (MEMORY_BATCH_SIZE, MEMORY_LR_SCALE, compare, load_zoo, memory_agreement,
-                                pair_agreement, ranking_agreement, train_entry)
+                                pair_agreement, ranking_agreement, resolved_pair_agreement, train_entry)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Training-seed offset of the reseeded full-data runs (the reference for how stable the full ranking is)
@@ -264,12 +264,16 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
             lines += ["", f"Both sides averaged over {n_off} training seeds (+ " + " / + ".join(map(str, use))
                           + f"): the zoo's mean test AUC of its {n_off} runs on the memory against that of its "
                           f"{n_off} runs on full data (mean ± sd over seeds " + ", ".join(map(str, rerun)) + "):", "",
-                      "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model | per seed tau |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model "
+                      "| of the pairs every full-data run orders alike (how many) | per seed tau |",
+                      "|---|---|---|---|---|---|---|---|"]
             for m in args.methods:
                 agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, models)
                 if agree:
                     cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1", "across", "within")]
+                    cells.append(f"{_mean_sd([a['resolved'] for a in agree])} ("
+                                 + " / ".join(f"{a['resolved_pairs']:.0f}" for a in agree) + ")"
+                                 if all("resolved" in a for a in agree) else "")
                     lines.append(f"| {m} | " + " | ".join(cells) + " | "
                                  + " / ".join(f"{a['tau']:.3f}" for a in agree) + " |")
         if len(offsets) > 1 and len(args.budgets) > 1:
@@ -346,7 +350,10 @@ def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, of
     for s in seeds:
         full = [statistics.mean(results[s][full_key(o)][n]["auc"] for o in offsets) for n in names]
         mem = [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names]
-        out.append({**ranking_agreement(full, mem), **(pair_agreement(full, mem, models) if models else {})})
+        # the pairs full data resolves: by every full-data run cached for the seed, not only those at ``offsets``
+        every_run = [[results[s][full_key(o)][n]["auc"] for n in names] for o in TRAIN_OFFSETS if full_key(o) in results[s]]
+        out.append({**ranking_agreement(full, mem), **(pair_agreement(full, mem, models) if models else {}),
+                    **(resolved_pair_agreement(every_run, mem) if len(every_run) > 2 else {})})
     return out
 
 

@@ -155,6 +155,39 @@ def pair_agreement(full: list[float], other: list[float], models: list[str]) -> 
             **{f"{k}_pairs": float(n) for k, (_, n) in counts.items()}}
 
 
+def resolved_pair_agreement(full_runs: Sequence[Sequence[float]], other: Sequence[float]) -> dict[str, float]:
+    """How ``other`` orders the configuration pairs that full data *resolves*: the pairs every full-data run
+    (one score list per training seed) orders the same way. A diagnostic beside Kendall tau, not a
+    replacement: tau counts every pair, and a pair full data itself orders differently from one training seed
+    to the next (on BENCHMARKS.md's dense-layer zoo, MMoE and PLE of one width, 0.0002-0.003 AUC apart) costs
+    a memory as much as a pair it gets truly wrong. Two configurations that tie on full data pass as resolved
+    with probability ``2 ** (1 - k)`` for ``k`` runs, so the split wants three or more runs.
+
+    Returns ``resolved`` (the share of resolved pairs ``other`` orders as full data; a tie in ``other``
+    counts against it), ``resolved_tau`` (concordant minus discordant over resolved pairs) and
+    ``resolved_pairs``. E.g. runs ``[[0.80, 0.82, 0.70], [0.81, 0.80, 0.71]]`` resolve the pairs (0, 2) and
+    (1, 2) but not (0, 1); ``other`` ``[0.75, 0.74, 0.76]`` gets both resolved pairs wrong: ``resolved`` 0.0,
+    ``resolved_tau`` -1.0, ``resolved_pairs`` 2.0.
+    """
+    runs = [list(map(float, r)) for r in full_runs]
+    if len(runs) < 2:
+        raise ValueError(f"resolved_pair_agreement needs at least two full-data runs, got {len(runs)}")
+    if any(len(r) != len(other) for r in runs):
+        raise ValueError(f"resolved_pair_agreement: runs of {sorted({len(r) for r in runs})} scores, "
+                         f"{len(other)} others")
+    agree = resolved = 0
+    for i, j in itertools.combinations(range(len(other)), 2):
+        signs = {math.copysign(1.0, r[i] - r[j]) if r[i] != r[j] else 0.0 for r in runs}
+        if len(signs) != 1 or 0.0 in signs:
+            continue
+        resolved += 1
+        agree += signs.pop() * (other[i] - other[j]) > 0
+    if not resolved:
+        return {"resolved": float("nan"), "resolved_tau": float("nan"), "resolved_pairs": 0.0}
+    return {"resolved": agree / resolved, "resolved_tau": (2 * agree - resolved) / resolved,
+            "resolved_pairs": float(resolved)}
+
+
 def memory_agreement(full: dict[str, dict[str, float]], memory: dict[str, dict[str, float]],
                      names: list[str], models: list[str] | None = None) -> dict[str, float]:
     """The ranking agreement of a memory's per-entry metrics with full data's over ``names``, and the cost
@@ -195,7 +228,8 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
 
     One training seed ranks configurations that differ by little more than seed noise; averaging both sides
     over several seeds is the steadier protocol, and with two or more seeds ``full_self_agreement`` (full
-    data's runs against one another) says how well one run's ranking reproduces another's. ``full_results``
+    data's runs against one another) says how well one run's ranking reproduces another's, and each memory's
+    :func:`resolved_pair_agreement` how it orders the pairs all of full data's runs agree on. ``full_results``
     (already averaged over the same seeds) skip the full-data runs. Per-seed runs are kept under ``full_runs``
     and each memory's ``runs``, keyed by seed. ``memory_prior_init``: the runs on memories start their action
     logits at the memory's label rates (:func:`train_entry`'s ``prior_init``).
@@ -238,6 +272,9 @@ def compare(data: str | Path, memories: list[Path], zoo: list[ZooEntry], *, full
                                     "entries": per, "runs": runs,
                                     **memory_agreement(full_results, per, names, [e.model for e in zoo]),
                                     "coverage": memory_coverage(Path(mem))}
+        if len(out.get("full_runs", {})) > 1:
+            out["memories"][str(mem)].update(resolved_pair_agreement(
+                [[r[n]["auc"] for n in names] for r in out["full_runs"].values()], [per[n]["auc"] for n in names]))
     return out
 
 
@@ -258,6 +295,11 @@ def format_comparison(result: dict[str, Any]) -> str:
         label = {"across": "pairs as full, across models", "within": "pairs as full, within a model"}.get(key, key)
         values = [result["memories"][m][key] for m in mems]
         lines.append("| " + " | ".join([label, "", *("-" if math.isnan(v) else fmt.format(v) for v in values)]) + " |")
+    if all("resolved" in result["memories"][m] for m in mems) and mems:
+        n = int(result["memories"][mems[0]]["resolved_pairs"])
+        values = [result["memories"][m]["resolved"] for m in mems]
+        lines.append("| " + " | ".join([f"pairs as full, of the {n} every full-data run orders alike", "",
+                                        *("-" if math.isnan(v) else f"{v:.3f}" for v in values)]) + " |")
     for key, label in (("users", "test users covered"), ("items", "test items covered")):
         lines.append("| " + " | ".join([label, "", *(f"{result['memories'][m]['coverage'][key]:.1%}" for m in mems)]) + " |")
     if "full_self_agreement" in result:

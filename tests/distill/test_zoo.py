@@ -13,6 +13,7 @@ from recsys.distill.baselines import select
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, pair_agreement, ranking_agreement,
+                                resolved_pair_agreement,
                                 registered_models, scaled_learning_rates)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,24 @@ def test_pair_agreement_splits_pairs_across_and_within_models() -> None:
     assert r["within_pairs"] == 0.0 and math.isnan(r["within"]) and r["across"] == 0.5
     with pytest.raises(ValueError, match="3 full scores, 3 others, 2 models"):
         pair_agreement([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], ["DIN", "PLE"])
+
+
+def test_resolved_pair_agreement_counts_only_the_pairs_every_full_data_run_orders_alike() -> None:
+    runs = [[0.80, 0.82, 0.70], [0.81, 0.80, 0.71]]  # (0, 1) flips between the runs; (0, 2) and (1, 2) do not
+    assert resolved_pair_agreement(runs, [0.75, 0.74, 0.76]) == {"resolved": 0.0, "resolved_tau": -1.0,
+                                                                 "resolved_pairs": 2.0}
+    # the unresolved pair does not count whichever way the memory orders it
+    for other in ([0.75, 0.74, 0.70], [0.74, 0.75, 0.70]):
+        assert resolved_pair_agreement(runs, other) == {"resolved": 1.0, "resolved_tau": 1.0, "resolved_pairs": 2.0}
+    # a tie in one run leaves the pair unresolved; a tie in the memory counts against it
+    r = resolved_pair_agreement([[0.8, 0.7, 0.6], [0.8, 0.8, 0.6], [0.9, 0.7, 0.6]], [0.7, 0.6, 0.6])
+    assert r == {"resolved": 0.5, "resolved_tau": 0.0, "resolved_pairs": 2.0}
+    r = resolved_pair_agreement([[0.8, 0.7], [0.7, 0.8]], [0.8, 0.7])
+    assert r["resolved_pairs"] == 0.0 and math.isnan(r["resolved"]) and math.isnan(r["resolved_tau"])
+    with pytest.raises(ValueError, match="at least two full-data runs, got 1"):
+        resolved_pair_agreement([[0.8, 0.7]], [0.8, 0.7])
+    with pytest.raises(ValueError, match=r"runs of \[2, 3\] scores, 2 others"):
+        resolved_pair_agreement([[0.8, 0.7], [0.8, 0.7, 0.6]], [0.8, 0.7])
 
 
 def test_scaled_learning_rates_scale_the_entrys_rates_or_the_models_defaults() -> None:
@@ -113,6 +132,11 @@ def test_compare_averages_both_sides_over_training_seeds(prepared_tmall: Path, r
     assert result["full_self_agreement"] == {"pairs": 1, "tau_mean": one_pair, "tau_min": one_pair,
                                              "tau_max": one_pair}
     assert "Full data against itself" in format_comparison(result)
+    full_order = [runs[s]["mmoe"]["auc"] > runs[s]["deepfm"]["auc"] for s in ("0", "1")]
+    assert mem["resolved_pairs"] == float(full_order[0] == full_order[1])
+    if mem["resolved_pairs"]:
+        assert mem["resolved"] == float((mem["entries"]["mmoe"]["auc"] > mem["entries"]["deepfm"]["auc"]) == full_order[0])
+    assert "pairs as full, of the" in format_comparison(result)
     with pytest.raises(ValueError, match="at least one training seed"):
         compare(prepared_tmall, [], load_zoo(zoo), seeds=())
 
