@@ -13,7 +13,8 @@ Every configuration trains a fixed number of epochs through Lightning (no early 
 what the data asks for) and is scored on the source's test split: the main label's AUC, GAUC and LogLoss.
 Rankings are compared by Kendall tau-b and Spearman rho (torchmetrics) and top-1 agreement, optionally
 with both sides averaged over several training seeds, beside full data's agreement with itself across those
-seeds (how well one run's ranking reproduces another's), and each memory's coverage of the test split (the
+seeds (how well one run's ranking reproduces another's), how a memory orders the pairs every full-data run orders
+alike (:func:`resolved_pair_agreement`), and each memory's coverage of the test split (the
 shares of test chains whose user / item a slot holds, :func:`~recsys.distill.memory.memory_coverage`).
 """
 
