@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +41,9 @@ RESEED = 100
 #: Training-seed offsets the averaged protocol uses, where both sides have them (``--full-seed-offset``,
 #: ``--memory-seed-offset``)
 TRAIN_OFFSETS = (0, RESEED, 200, 300, 400, 500)
+#: Where a seed's zoo trained on full data for a 1% memory's number of steps is cached (``--full-steps``), and
+#: its row in the report's tables averaged over training seeds.
+FULL_STEPS = "full-steps@0.01"
 METHODS = ("diet", "diet_users", "diet_capped", "diet_relaxed", "random", "reservoir", "herding", "kcenter", "influence")
 
 
@@ -158,6 +162,20 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
             print(f"seed {seed} {key}: tau {result['tau']:.3f} rho {result['rho']:.3f} top1 {result['top1']:.0f} "
                   f"samples {result['samples_ratio']:.1f}x seconds {result['seconds_ratio']:.1f}x build {build:.1f} s",
                   flush=True)
+    if args.full_steps and FULL_STEPS not in done[args.mkey]:
+        # the yardstick: full data trained for as many optimizer steps as a 1% memory gets at this recipe, at its
+        # batch and learning rates, so fresh chains where a memory repeats its own (BENCHMARKS.md, "DIET")
+        steps = args.memory_epochs * math.ceil(round(0.01 * stream.size) / args.memory_batch_size)
+        entries = {}
+        for e in zoo:
+            r = entries[e.name] = train_entry(e, data, epochs=1, batch_size=args.memory_batch_size,
+                                              seed=seed + args.memory_seed_offset, main_label=stream.main_label,
+                                              lr_scale=args.memory_lr_scale, prior_init=args.memory_prior_init,
+                                              max_steps=steps)
+            print(f"{steps} steps {e.name:<16} seed {seed + args.memory_seed_offset:<4} auc {r['auc']:.4f}", flush=True)
+        done[args.mkey][FULL_STEPS] = {"meta": {"method": "full data", "steps": steps}, "entries": entries,
+                                       **memory_agreement(done["full"], entries, [e.name for e in zoo])}
+        _save(cache, done)
     return done
 
 
@@ -267,8 +285,11 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                       "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model "
                       "| of the pairs every full-data run orders alike (how many) | per seed tau |",
                       "|---|---|---|---|---|---|---|---|"]
-            for m in args.methods:
-                agree = averaged_agreement(results, rerun, base, use, f"{m}@0.01", names, models)
+            for m in [*args.methods, FULL_STEPS]:
+                key = m if m == FULL_STEPS else f"{m}@0.01"
+                agree = averaged_agreement(results, rerun, base, use, key, names, models)
+                if agree and m == FULL_STEPS:
+                    m = f"full data, a 1% memory's {results[rerun[0]][base][key]['meta']['steps']} steps"
                 if agree:
                     cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1", "across", "within")]
                     cells.append(f"{_mean_sd([a['resolved'] for a in agree])} ("
@@ -434,6 +455,9 @@ def main() -> None:
                         "the same initial weights; 100: the reseeded full-data runs' seed)")
     p.add_argument("--full-seed-offset", type=int, default=RESEED, choices=TRAIN_OFFSETS[1:],
                    help="training-seed offset of the reseeded seeds' second full-data zoo")
+    p.add_argument("--full-steps", action="store_true",
+                   help="also train the zoo on full data for as many steps as a 1%% memory gets at the memory recipe "
+                        "(its batch, learning rates and training seed offset): how far that many steps rank it")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     p.add_argument("--no-figure", action="store_true",
                    help="leave benchmarks/figures/ alone (a side run whose budgets are not the figure's)")

@@ -100,14 +100,16 @@ def scaled_learning_rates(entry: ZooEntry, scale: float) -> dict[str, Any]:
 
 def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: int, seed: int,
                 main_label: str, side_features: list[str] | None = None, lr_scale: float = 1.0,
-                prior_init: bool = False) -> dict[str, float]:
+                prior_init: bool = False, max_steps: int = -1) -> dict[str, float]:
     """Train one configuration from scratch on ``data`` (a prepared dataset or a memory); its test
     metrics for the main label and its training cost (``side_features``: see
     :class:`~recsys.data.chain_ranking.ChainDataModule`; ``lr_scale`` multiplies the entry's learning
     rates, see :func:`scaled_learning_rates`; ``prior_init`` starts the action logits at the training
     split's label rates where the model can, see
     :meth:`~recsys.models.mmoe.ChainHeadsModule.init_action_prior`: A2Gen, a softmax over action tokens,
-    starts as it does)."""
+    starts as it does; ``max_steps`` > 0 stops after that many optimizer steps if the epochs have not ended
+    first: a run of a memory's length on full data, the yardstick of ``benchmarks/diet_ranking.py
+    --full-steps``)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run is ours to print
     L.seed_everything(seed, verbose=False)
     dm = ChainDataModule(str(data), batch_size=batch_size, seed=seed, side_features=side_features)
@@ -115,15 +117,17 @@ def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: i
                                              **scaled_learning_rates(entry, lr_scale))
     if prior_init and hasattr(model, "init_action_prior"):
         model.init_action_prior(dm.label_rates())
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = L.Trainer(max_epochs=epochs, max_steps=max_steps, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
+                        num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(model, dm)
     seconds = time.perf_counter() - started
     result = trainer.test(model, dm, verbose=False)[0]
     return {"auc": result[f"test/auc/{main_label}"], "gauc": result[f"test/gauc/{main_label}"],
             "logloss": result[f"test/logloss/{main_label}"], "train_seconds": seconds,
-            "train_samples": float(epochs * len(dm.samples("train")))}
+            "train_samples": float(epochs * len(dm.samples("train")) if max_steps <= 0
+                                   else min(epochs * len(dm.samples("train")), trainer.global_step * batch_size))}
 
 
 def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]:

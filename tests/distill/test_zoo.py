@@ -13,8 +13,7 @@ from recsys.distill.baselines import select
 from recsys.distill.memory import memory_coverage, write_memory_dataset
 from recsys.distill.stream import ChainStream
 from recsys.distill.zoo import (ZooEntry, compare, format_comparison, load_zoo, pair_agreement, ranking_agreement,
-                                resolved_pair_agreement,
-                                registered_models, scaled_learning_rates)
+                                registered_models, resolved_pair_agreement, scaled_learning_rates, train_entry)
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOOS = sorted((ROOT / "configs" / "distill").glob("zoo_*.yaml"))
@@ -108,6 +107,15 @@ def test_compare_trains_each_model_on_full_data_and_memory(prepared_tmall: Path,
     assert f"| pairs as full, across models |  | {mem['across']:.3f} |" in table
     assert "| pairs as full, within a model |  | - |" in table
     assert "full_self_agreement" not in result  # one seed: no yardstick
+
+
+def test_train_entry_stops_after_max_steps(prepared_tmall: Path) -> None:
+    """``max_steps`` ends a run early (full data for a memory's number of steps); its cost counts those steps."""
+    entry = ZooEntry("din", "DIN", {"dim": 8})
+    short = train_entry(entry, prepared_tmall, epochs=2, batch_size=64, seed=0, main_label="purchase", max_steps=3)
+    assert short["train_samples"] == 3 * 64
+    whole = train_entry(entry, prepared_tmall, epochs=1, batch_size=64, seed=0, main_label="purchase")
+    assert whole["train_samples"] > 3 * 64 and whole["auc"] != short["auc"]
 
 
 def test_compare_averages_both_sides_over_training_seeds(prepared_tmall: Path, random_memory: Path,
