@@ -9,7 +9,9 @@ full-data ranking; training cost (samples, wall seconds) and the cost of buildin
 reference: the same zoo on full data with another training seed, whose tau against the first shows how
 stable the full-data ranking itself is; with ``--memory-seed-offset`` and ``--full-seed-offset`` (100, 200,
 300) both sides are trained with further training seeds, and the report ranks each side's mean AUC over the
-training seeds both have (the steadiest protocol, BENCHMARKS.md).
+training seeds both have (the steadiest protocol, BENCHMARKS.md). Those tables also give how each memory orders
+the configuration pairs every cached full-data run orders alike, and with ``--full-steps`` a row for the zoo trained
+on full data for only as many optimizer steps as a 1% memory gets (what that many steps of the stream itself say).
 
     .venv/bin/python benchmarks/diet_ranking.py [--seeds 0 1 2] [--sweep-seeds 0]
 
@@ -162,17 +164,18 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
             print(f"seed {seed} {key}: tau {result['tau']:.3f} rho {result['rho']:.3f} top1 {result['top1']:.0f} "
                   f"samples {result['samples_ratio']:.1f}x seconds {result['seconds_ratio']:.1f}x build {build:.1f} s",
                   flush=True)
-    if args.full_steps and FULL_STEPS not in done[args.mkey]:
-        # the yardstick: full data trained for as many optimizer steps as a 1% memory gets at this recipe, at its
-        # batch and learning rates, so fresh chains where a memory repeats its own (BENCHMARKS.md, "DIET")
-        steps = args.memory_epochs * math.ceil(round(0.01 * stream.size) / args.memory_batch_size)
-        entries = {}
-        for e in zoo:
-            r = entries[e.name] = train_entry(e, data, epochs=1, batch_size=args.memory_batch_size,
-                                              seed=seed + args.memory_seed_offset, main_label=stream.main_label,
-                                              lr_scale=args.memory_lr_scale, prior_init=args.memory_prior_init,
-                                              max_steps=steps)
-            print(f"{steps} steps {e.name:<16} seed {seed + args.memory_seed_offset:<4} auc {r['auc']:.4f}", flush=True)
+    # the yardstick: full data trained for as many optimizer steps as a 1% memory gets at this recipe, at its
+    # batch and learning rates, so fresh chains where a memory repeats its own (BENCHMARKS.md, "DIET")
+    steps = args.memory_epochs * math.ceil(round(0.01 * stream.size) / args.memory_batch_size)
+    entries = done[args.mkey].get(FULL_STEPS, {}).get("entries", {})
+    missing = [e for e in zoo if e.name not in entries] if args.full_steps else []
+    for e in missing:
+        r = entries[e.name] = train_entry(e, data, epochs=1, batch_size=args.memory_batch_size,
+                                          seed=seed + args.memory_seed_offset, main_label=stream.main_label,
+                                          lr_scale=args.memory_lr_scale, prior_init=args.memory_prior_init,
+                                          max_steps=steps)
+        print(f"{steps} steps {e.name:<16} seed {seed + args.memory_seed_offset:<4} auc {r['auc']:.4f}", flush=True)
+    if missing:
         done[args.mkey][FULL_STEPS] = {"meta": {"method": "full data", "steps": steps}, "entries": entries,
                                        **memory_agreement(done["full"], entries, [e.name for e in zoo])}
         _save(cache, done)
@@ -372,7 +375,8 @@ def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, of
         full = [statistics.mean(results[s][full_key(o)][n]["auc"] for o in offsets) for n in names]
         mem = [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names]
         # the pairs full data resolves: by every full-data run cached for the seed, not only those at ``offsets``
-        every_run = [[results[s][full_key(o)][n]["auc"] for n in names] for o in TRAIN_OFFSETS if full_key(o) in results[s]]
+        every_run = [[results[s][full_key(o)][n]["auc"] for n in names]
+                     for o in TRAIN_OFFSETS if full_key(o) in results[s]]
         out.append({**ranking_agreement(full, mem), **(pair_agreement(full, mem, models) if models else {}),
                     **(resolved_pair_agreement(every_run, mem) if len(every_run) > 2 else {})})
     return out

@@ -164,7 +164,7 @@ def resolved_pair_agreement(full_runs: Sequence[Sequence[float]], other: Sequenc
     """How ``other`` orders the configuration pairs that full data *resolves*: the pairs every full-data run
     (one score list per training seed) orders the same way. A diagnostic beside Kendall tau, not a
     replacement: tau counts every pair, and a pair full data itself orders differently from one training seed
-    to the next (on BENCHMARKS.md's dense-layer zoo, MMoE and PLE of one width, 0.0002-0.003 AUC apart) costs
+    to the next (on BENCHMARKS.md's dense-layer zoo, an MMoE and a PLE of one width, 0.001-0.004 AUC apart) costs
     a memory as much as a pair it gets truly wrong. Two configurations that tie on full data pass as resolved
     with probability ``2 ** (1 - k)`` for ``k`` runs, so the split wants three or more runs.
 
