@@ -44,7 +44,7 @@ RESEED = 100
 #: ``--memory-seed-offset``)
 TRAIN_OFFSETS = (0, RESEED, 200, 300, 400, 500)
 #: Where a seed's zoo trained on full data for a 1% memory's number of steps is cached (``--full-steps``), and
-#: its row in the report's tables averaged over training seeds.
+#: its row in the report's tables averaged over training seeds; ``full_steps_key(k)`` for k times those steps.
 FULL_STEPS = "full-steps@0.01"
 METHODS = ("diet", "diet_users", "diet_capped", "diet_relaxed", "random", "reservoir", "herding", "kcenter", "influence")
 
@@ -81,6 +81,11 @@ def recipe_key(epochs: int, batch_size: int, lr_scale: float, prior_init: bool =
     zoo's own learning rates, under "memories")."""
     base = "memories" if (epochs, batch_size) == (6, 32) else f"memories_e{epochs}_b{batch_size}"
     return base + (f"_lr{lr_scale:g}" if lr_scale != 1.0 else "") + ("_prior" if prior_init else "")
+
+
+def full_steps_key(mult: int) -> str:
+    """Where full data trained for ``mult`` times a 1% memory's steps is cached (``--full-steps``)."""
+    return FULL_STEPS if mult == 1 else f"full-steps-x{mult}@0.01"
 
 
 def memory_key(base: str, offset: int) -> str:
@@ -164,21 +169,24 @@ def run_seed(args: argparse.Namespace, seed: int, zoo: list) -> dict:
             print(f"seed {seed} {key}: tau {result['tau']:.3f} rho {result['rho']:.3f} top1 {result['top1']:.0f} "
                   f"samples {result['samples_ratio']:.1f}x seconds {result['seconds_ratio']:.1f}x build {build:.1f} s",
                   flush=True)
-    # the yardstick: full data trained for as many optimizer steps as a 1% memory gets at this recipe, at its
-    # batch and learning rates, so fresh chains where a memory repeats its own (BENCHMARKS.md, "DIET")
-    steps = args.memory_epochs * math.ceil(round(0.01 * stream.size) / args.memory_batch_size)
-    entries = done[args.mkey].get(FULL_STEPS, {}).get("entries", {})
-    missing = [e for e in zoo if e.name not in entries] if args.full_steps else []
-    for e in missing:
-        r = entries[e.name] = train_entry(e, data, epochs=1, batch_size=args.memory_batch_size,
-                                          seed=seed + args.memory_seed_offset, main_label=stream.main_label,
-                                          lr_scale=args.memory_lr_scale, prior_init=args.memory_prior_init,
-                                          max_steps=steps)
-        print(f"{steps} steps {e.name:<16} seed {seed + args.memory_seed_offset:<4} auc {r['auc']:.4f}", flush=True)
-    if missing:
-        done[args.mkey][FULL_STEPS] = {"meta": {"method": "full data", "steps": steps}, "entries": entries,
-                                       **memory_agreement(done["full"], entries, [e.name for e in zoo])}
-        _save(cache, done)
+    # the yardstick: full data trained for as many optimizer steps as a 1% memory gets at this recipe (or a multiple),
+    # at its batch and learning rates, so fresh chains where a memory repeats its own (BENCHMARKS.md, "DIET")
+    for mult in args.full_steps or ():
+        steps = mult * args.memory_epochs * math.ceil(round(0.01 * stream.size) / args.memory_batch_size)
+        entries = done[args.mkey].get(full_steps_key(mult), {}).get("entries", {})
+        missing = [e for e in zoo if e.name not in entries]
+        for e in missing:
+            r = entries[e.name] = train_entry(e, data, epochs=mult, batch_size=args.memory_batch_size,
+                                              seed=seed + args.memory_seed_offset, main_label=stream.main_label,
+                                              lr_scale=args.memory_lr_scale, prior_init=args.memory_prior_init,
+                                              max_steps=steps)
+            print(f"{steps} steps {e.name:<16} seed {seed + args.memory_seed_offset:<4} auc {r['auc']:.4f}",
+                  flush=True)
+        if missing:
+            done[args.mkey][full_steps_key(mult)] = {
+                "meta": {"method": "full data", "steps": steps}, "entries": entries,
+                **memory_agreement(done["full"], entries, [e.name for e in zoo])}
+            _save(cache, done)
     return done
 
 
@@ -288,11 +296,13 @@ def report(args: argparse.Namespace, results: dict[int, dict], zoo: list) -> str
                       "| memory | Kendall tau | Spearman rho | top-1 | pairs as full, across models | within a model "
                       "| of the pairs every full-data run orders alike (how many) | per seed tau |",
                       "|---|---|---|---|---|---|---|---|"]
-            for m in [*args.methods, FULL_STEPS]:
-                key = m if m == FULL_STEPS else f"{m}@0.01"
+            yardsticks = sorted({k for s in rerun for k in results[s].get(base, {}) if k.startswith("full-steps")},
+                                key=lambda k: results[rerun[0]][base].get(k, {}).get("meta", {}).get("steps", 0))
+            for m in [*args.methods, *yardsticks]:
+                key = m if m in yardsticks else f"{m}@0.01"
                 agree = averaged_agreement(results, rerun, base, use, key, names, models)
-                if agree and m == FULL_STEPS:
-                    m = f"full data, a 1% memory's {results[rerun[0]][base][key]['meta']['steps']} steps"
+                if agree and m in yardsticks:
+                    m = f"full data, its first {results[rerun[0]][base][key]['meta']['steps']} steps"
                 if agree:
                     cells = [_mean_sd([a[k] for a in agree]) for k in ("tau", "rho", "top1", "across", "within")]
                     cells.append(f"{_mean_sd([a['resolved'] for a in agree])} ("
@@ -459,9 +469,10 @@ def main() -> None:
                         "the same initial weights; 100: the reseeded full-data runs' seed)")
     p.add_argument("--full-seed-offset", type=int, default=RESEED, choices=TRAIN_OFFSETS[1:],
                    help="training-seed offset of the reseeded seeds' second full-data zoo")
-    p.add_argument("--full-steps", action="store_true",
-                   help="also train the zoo on full data for as many steps as a 1%% memory gets at the memory recipe "
-                        "(its batch, learning rates and training seed offset): how far that many steps rank it")
+    p.add_argument("--full-steps", type=int, nargs="*", default=None, metavar="K",
+                   help="also train the zoo on full data for K times as many steps as a 1%% memory gets at the memory "
+                        "recipe (its batch, learning rates and training seed offset; no K: 1): how far that many "
+                        "steps of the stream itself rank it")
     p.add_argument("--report-only", action="store_true", help="report what is cached; train nothing new")
     p.add_argument("--no-figure", action="store_true",
                    help="leave benchmarks/figures/ alone (a side run whose budgets are not the figure's)")
@@ -470,6 +481,8 @@ def main() -> None:
     args.recipe_key = recipe_key(args.memory_epochs, args.memory_batch_size, args.memory_lr_scale,
                                  args.memory_prior_init)
     args.mkey = memory_key(args.recipe_key, args.memory_seed_offset)
+    if args.full_steps is not None and not args.full_steps:
+        args.full_steps = [1]
     args.zoo = args.zoo or ROOT / "configs" / "distill" / f"zoo_{args.dataset.split('-')[0]}.yaml"
     zoo = load_zoo(args.zoo)
     results = {s: run_seed(args, s, zoo) for s in args.seeds}
