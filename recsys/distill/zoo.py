@@ -124,10 +124,12 @@ def train_entry(entry: ZooEntry, data: str | Path, *, epochs: int, batch_size: i
     trainer.fit(model, dm)
     seconds = time.perf_counter() - started
     result = trainer.test(model, dm, verbose=False)[0]
+    samples = epochs * len(dm.samples("train"))
+    if max_steps > 0:  # a run cut short by its steps processed that many full batches
+        samples = min(samples, trainer.global_step * batch_size)
     return {"auc": result[f"test/auc/{main_label}"], "gauc": result[f"test/gauc/{main_label}"],
             "logloss": result[f"test/logloss/{main_label}"], "train_seconds": seconds,
-            "train_samples": float(epochs * len(dm.samples("train")) if max_steps <= 0
-                                   else min(epochs * len(dm.samples("train")), trainer.global_step * batch_size))}
+            "train_samples": float(samples)}
 
 
 def ranking_agreement(full: list[float], other: list[float]) -> dict[str, float]:
@@ -182,8 +184,8 @@ def resolved_pair_agreement(full_runs: Sequence[Sequence[float]], other: Sequenc
                          f"{len(other)} others")
     agree = resolved = 0
     for i, j in itertools.combinations(range(len(other)), 2):
-        signs = {math.copysign(1.0, r[i] - r[j]) if r[i] != r[j] else 0.0 for r in runs}
-        if len(signs) != 1 or 0.0 in signs:
+        signs = {(r[i] > r[j]) - (r[i] < r[j]) for r in runs}
+        if signs not in ({1}, {-1}):
             continue
         resolved += 1
         agree += signs.pop() * (other[i] - other[j]) > 0
