@@ -654,3 +654,33 @@ def test_periodic_dormant_topic_returns_on_its_schedule(tmp_path, phase):
         assert len(np.unique(lat["phase"])) > 3
     plain = L.user_latents(make_config("kuairand-1k", **kw), 30, 0, 60)
     assert np.array_equal(plain["dormant"], lat["dormant"]) and np.array_equal(plain["base"], lat["base"])
+
+
+def test_kuairand_click_bait_pulls_clicks_and_likes_apart(tmp_path, pure):
+    """``bait_strength``: the planted appeal raises clicks and lowers what follows a click; the truth's
+    probabilities stay calibrated with it; at 0 (the default) the log is the same as without the option."""
+    from recsys.data.synth.kuairand import appeal
+
+    kw = dict(users=300, items=1000, seed=1, rows_per_user_day=30, random_rows_per_user_day=5, late_volume=1.0)
+    rep = synthesize("kuairand-pure", tmp_path / "bait", bait_strength=2.0, **kw)
+    rel = S.KUAIRAND_RELEASES["pure"]
+    std = pl.concat([pl.read_csv(tmp_path / "bait" / f, schema=S.KUAIRAND_LOG) for f in rel.standard_logs])
+    ids = np.arange(20_000)
+    assert abs(appeal(rep.config, ids, ids[::-1]).std() - 1) < 0.05  # unit variance over distinct pairs
+    a = appeal(rep.config, std["user_id"].to_numpy(), std["video_id"].to_numpy())
+    frame = std.with_columns(appeal=pl.Series(a))
+    hi, lo = frame.filter(pl.col("appeal") > 1), frame.filter(pl.col("appeal") < -1)
+    assert hi["is_click"].mean() > lo["is_click"].mean() + 0.2
+    liked = lambda f: f.filter(pl.col("is_click") == 1)["is_like"].mean()  # noqa: E731
+    assert liked(lo) > 3 * liked(hi)
+    truth = kuairand_truth(rep.config)
+    probs = truth.action_probabilities(std["user_id"].to_numpy(), std["video_id"].to_numpy(),
+                                       truth.day_index(std["date"].to_numpy()))
+    for col in ("is_click", "long_view", "is_like"):
+        assert abs(probs[col].mean() / std[col].to_numpy().mean() - 1) < 0.1, col
+    # the default draws are untouched by the option's existence
+    synthesize("kuairand-pure", tmp_path / "plain", bait_strength=0.0, **kw)
+    plain = pl.concat([pl.read_csv(tmp_path / "plain" / f, schema=S.KUAIRAND_LOG) for f in rel.standard_logs])
+    assert plain.equals(pure[2])
+    with pytest.raises(ValueError, match="bait_strength"):
+        synthesize("kuairand-pure", tmp_path / "bad", bait_strength=-1.0, **kw)

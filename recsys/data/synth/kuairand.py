@@ -31,6 +31,8 @@ Generative process (on top of :mod:`.latent`)
   ``like`` after a click ``~ sigmoid(like_bias + x + 1.5 long_view)``; ``follow``/``comment``/``forward``
   after a click ``~ sigmoid(bias + x + 1.5 long_view + 2 like)``; ``is_profile_enter`` after a click
   (likelier with follow); ``hate ~ sigmoid(hate_bias - 2x)``, rare and tied to low affinity.
+  With ``bait_strength = b > 0`` a user-video *appeal* ``a`` (:func:`appeal`) adds ``b a`` to the click
+  logit and ``-b a`` to the long-view, like and deep-action logits (click-bait: tasks that conflict).
   ``play_time_ms``: long views play at least ``min(duration, 18 s)`` (sometimes looping, capped at
   1,020,000), other clicks less than that, non-clicks 0 or a short preview. ``comment_stay_time`` and
   ``profile_stay_time`` are lognormal, capped at 300,000.
@@ -184,6 +186,13 @@ class KuaiRandSynthConfig(LatentConfig):
     platform_scale: float = 20.0
     #: Target rows per generation chunk (part of the random stream; bounds memory).
     chunk_rows: int = 1_000_000
+    #: Strength of a planted *click-bait* conflict between the click and the later actions: a user-video
+    #: appeal ``a = <p_u, q_i> / 2`` (4-d standard normal vectors of the user and the video, unit variance,
+    #: independent of the topic affinity) adds ``bait_strength * a`` to the click logit and subtracts it from
+    #: the long-view, like and deep-action logits: what draws a click disappoints after it. Tasks that share
+    #: the affinity and pull apart on the appeal (PLE's "complex task correlation", Tang et al. 2020, Sec. 1)
+    #: are what task-specific experts are for. 0 (the default) turns it off and leaves every draw unchanged.
+    bait_strength: float = 0.0
 
     def __post_init__(self) -> None:
         if self.release not in schemas.KUAIRAND_RELEASES:
@@ -210,6 +219,8 @@ class KuaiRandSynthConfig(LatentConfig):
         probs = self.request_size_probs
         if not 1 <= len(probs) <= 6 or min(probs) < 0 or sum(probs) <= 0:
             raise ValueError("request_size_probs: 1..6 non-negative probabilities")
+        if self.bait_strength < 0:
+            raise ValueError("bait_strength must be >= 0")
         for name in ("duplicate_rate", "missing_duration_rate", "hourmin_lag_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -324,19 +335,35 @@ _LIKE_LIFT = 2.0
 _DEEP_ACTIONS = {"is_follow": "follow_bias", "is_comment": "comment_bias", "is_forward": "forward_bias"}
 
 
+#: Width of the user and video appeal vectors of ``bait_strength``, and their hash streams.
+_APPEAL_DIM = 4
+_K_USER_APPEAL, _K_VIDEO_APPEAL = 107, 108
+
+
+def appeal(cfg: KuaiRandSynthConfig, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """The planted click-bait appeal ``<p_u, q_i> / 2`` of each (user, video) pair (unit variance; see
+    ``KuaiRandSynthConfig.bait_strength``), a pure function of the seed and the ids."""
+    p = L.hash_normal(L.hash_key(cfg.seed, _K_USER_APPEAL), np.asarray(users), _APPEAL_DIM)
+    q = L.hash_normal(L.hash_key(cfg.seed, _K_VIDEO_APPEAL), np.asarray(videos), _APPEAL_DIM)
+    return 0.5 * np.einsum("ij,ij->i", p, q).astype(np.float64)
+
+
 def _logit_terms(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x = affinity_scale * affinity`` and ``st = style_strength * style`` (float64)."""
     return cfg.affinity_scale * aff.astype(np.float64), cfg.style_strength * style.astype(np.float64)
 
 
-def feedback_probabilities(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray) -> dict[str, np.ndarray]:
+def feedback_probabilities(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray,
+                           bait: np.ndarray | float = 0.0) -> dict[str, np.ndarray]:
     """Exact marginal probabilities of the binary feedback of one exposure with daily affinity ``aff``
     and action style ``style`` (the user's on the video's topic): what :func:`_feedback` samples, with
     ``long_view`` and ``like`` summed out of the deep actions. Keys are the log's columns
-    (``is_click``, ``long_view``, ``is_like``, ``is_follow``, ``is_comment``, ``is_forward``)."""
+    (``is_click``, ``long_view``, ``is_like``, ``is_follow``, ``is_comment``, ``is_forward``); ``bait`` is
+    ``bait_strength`` times the pair's :func:`appeal`."""
     x, st = _logit_terms(cfg, aff, style)
     keep = L.rare_logit_correction(cfg.style_strength)
-    click = L.sigmoid(cfg.click_bias + x)
+    click = L.sigmoid(cfg.click_bias + x + bait)
+    x = x - bait  # what draws the click disappoints after it
     lv = L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st)
     out = {"is_click": click, "long_view": click * lv, "is_like": np.zeros_like(x),
            **{a: np.zeros_like(x) for a in _DEEP_ACTIONS}}
@@ -351,7 +378,8 @@ def feedback_probabilities(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.
 
 
 def _feedback(
-    cfg: KuaiRandSynthConfig, rng: np.random.Generator, aff: np.ndarray, dur: np.ndarray, style: np.ndarray
+    cfg: KuaiRandSynthConfig, rng: np.random.Generator, aff: np.ndarray, dur: np.ndarray, style: np.ndarray,
+    bait: np.ndarray | float = 0.0,
 ) -> dict[str, np.ndarray]:
     n = aff.size
     # x: the affinity; st: the user's engagement style on the video's topic (more deep actions and longer
@@ -359,10 +387,11 @@ def _feedback(
     x, st = _logit_terms(cfg, aff, style)
     keep = L.rare_logit_correction(cfg.style_strength)
     r = rng.random((10, n))
-    click = r[0] < L.sigmoid(cfg.click_bias + x)
-    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st))
-    like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x + st + _LONG_VIEW_LIFT * lv))
-    deep = x + st + keep + _LONG_VIEW_LIFT * lv + _LIKE_LIFT * like
+    click = r[0] < L.sigmoid(cfg.click_bias + x + bait)
+    x_after = x - bait  # what draws the click disappoints after it (bait_strength)
+    lv = click & (r[1] < L.sigmoid(cfg.long_view_bias + x_after + _LONG_VIEW_STYLE * st))
+    like = click & (r[2] < L.sigmoid(cfg.like_bias + keep + x_after + st + _LONG_VIEW_LIFT * lv))
+    deep = x_after + st + keep + _LONG_VIEW_LIFT * lv + _LIKE_LIFT * like
     deep_actions = {a: click & (r[3 + k] < L.sigmoid(getattr(cfg, bias) + deep))
                     for k, (a, bias) in enumerate(_DEEP_ACTIONS.items())}
     hate = ~like & (r[6] < L.sigmoid(cfg.hate_bias - 2.0 * x))
@@ -454,7 +483,8 @@ def _log_chunk(
         uniq, inv = np.unique(item, return_inverse=True)
         vec, dur = space.vectors(uniq)[inv], world.duration_ms(uniq)[inv]
     aff = L.affinity(p @ world.centroids, vec)
-    fb = _feedback(cfg, rng, aff, dur, lat["style"][u, space.topics[item]])
+    bait = cfg.bait_strength * appeal(cfg, u + lo, item) if cfg.bait_strength else 0.0
+    fb = _feedback(cfg, rng, aff, dur, lat["style"][u, space.topics[item]], bait)
     duration = np.where(rng.random(nrows) < cfg.missing_duration_rate, 0, dur)
     cols = {
         "user_id": u + lo, "video_id": item, "date": world.dates[t], "hourmin": hourmin[req], "time_ms": rtime[req],
@@ -857,7 +887,8 @@ class KuaiRandTruth:
         action style on the item's topic. E.g. ``truth.action_probabilities([0], [5], [3])["is_like"]``."""
         users, items = np.asarray(users), np.asarray(items)
         style = self.user_style[users, self.item_topic[items]]
-        return feedback_probabilities(self.config, self.affinity(users, items, days), style)
+        bait = self.config.bait_strength * appeal(self.config, users, items) if self.config.bait_strength else 0.0
+        return feedback_probabilities(self.config, self.affinity(users, items, days), style, bait)
 
     def day_index(self, dates: np.ndarray) -> np.ndarray:
         """Day index of yyyymmdd dates."""
