@@ -377,8 +377,14 @@ def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, of
                        names: list[str], models: list[str] | None = None) -> list[dict[str, float]] | None:
     """Per seed, the ranking agreement of the zoo's mean AUC over its runs on memory ``key`` (training seeds
     + ``offsets``, recipe ``base``) with its mean over full data's runs at the same offsets (with ``models``,
-    each name's model, also ``pair_agreement``); None unless every run is cached."""
-    if not all(key in results[s].get(memory_key(base, o), {}) for s in seeds for o in offsets):
+    each name's model, also ``pair_agreement``); None unless every run is cached for every name (a zoo grown
+    since the cache was written is complete only once its new entries are trained at every offset)."""
+    def complete(s: int, o: int) -> bool:
+        runs = results[s].get(memory_key(base, o), {})
+        return (key in runs and set(names) <= runs[key]["entries"].keys()
+                and set(names) <= results[s].get(full_key(o), {}).keys())
+
+    if not all(complete(s, o) for s in seeds for o in offsets):
         return None
     out = []
     for s in seeds:
@@ -386,7 +392,7 @@ def averaged_agreement(results: dict[int, dict], seeds: list[int], base: str, of
         mem = [statistics.mean(results[s][memory_key(base, o)][key]["entries"][n]["auc"] for o in offsets) for n in names]
         # the pairs full data resolves: by every full-data run cached for the seed, not only those at ``offsets``
         every_run = [[results[s][full_key(o)][n]["auc"] for n in names]
-                     for o in TRAIN_OFFSETS if full_key(o) in results[s]]
+                     for o in TRAIN_OFFSETS if set(names) <= results[s].get(full_key(o), {}).keys()]
         out.append({**ranking_agreement(full, mem), **(pair_agreement(full, mem, models) if models else {}),
                     **(resolved_pair_agreement(every_run, mem) if len(every_run) > 2 else {})})
     return out
