@@ -348,6 +348,11 @@ def appeal(cfg: KuaiRandSynthConfig, users: np.ndarray, videos: np.ndarray) -> n
     return 0.5 * np.einsum("ij,ij->i", p, q).astype(np.float64)
 
 
+def _bait(cfg: KuaiRandSynthConfig, users: np.ndarray, videos: np.ndarray) -> np.ndarray | float:
+    """The click-bait logit shift ``bait_strength * appeal`` of each pair (0 without the option: no hashing)."""
+    return cfg.bait_strength * appeal(cfg, users, videos) if cfg.bait_strength else 0.0
+
+
 def _logit_terms(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x = affinity_scale * affinity`` and ``st = style_strength * style`` (float64)."""
     return cfg.affinity_scale * aff.astype(np.float64), cfg.style_strength * style.astype(np.float64)
@@ -363,15 +368,15 @@ def feedback_probabilities(cfg: KuaiRandSynthConfig, aff: np.ndarray, style: np.
     x, st = _logit_terms(cfg, aff, style)
     keep = L.rare_logit_correction(cfg.style_strength)
     click = L.sigmoid(cfg.click_bias + x + bait)
-    x = x - bait  # what draws the click disappoints after it
-    lv = L.sigmoid(cfg.long_view_bias + x + _LONG_VIEW_STYLE * st)
+    x_after = x - bait  # what draws the click disappoints after it (bait_strength)
+    lv = L.sigmoid(cfg.long_view_bias + x_after + _LONG_VIEW_STYLE * st)
     out = {"is_click": click, "long_view": click * lv, "is_like": np.zeros_like(x),
            **{a: np.zeros_like(x) for a in _DEEP_ACTIONS}}
     for long_view, p_lv in ((1.0, lv), (0.0, 1.0 - lv)):
-        p_like = L.sigmoid(cfg.like_bias + keep + x + st + _LONG_VIEW_LIFT * long_view)
+        p_like = L.sigmoid(cfg.like_bias + keep + x_after + st + _LONG_VIEW_LIFT * long_view)
         out["is_like"] += click * p_lv * p_like
         for liked, p_l in ((1.0, p_like), (0.0, 1.0 - p_like)):
-            deep = x + st + keep + _LONG_VIEW_LIFT * long_view + _LIKE_LIFT * liked
+            deep = x_after + st + keep + _LONG_VIEW_LIFT * long_view + _LIKE_LIFT * liked
             for action, bias in _DEEP_ACTIONS.items():
                 out[action] += click * p_lv * p_l * L.sigmoid(getattr(cfg, bias) + deep)
     return out
@@ -483,8 +488,7 @@ def _log_chunk(
         uniq, inv = np.unique(item, return_inverse=True)
         vec, dur = space.vectors(uniq)[inv], world.duration_ms(uniq)[inv]
     aff = L.affinity(p @ world.centroids, vec)
-    bait = cfg.bait_strength * appeal(cfg, u + lo, item) if cfg.bait_strength else 0.0
-    fb = _feedback(cfg, rng, aff, dur, lat["style"][u, space.topics[item]], bait)
+    fb = _feedback(cfg, rng, aff, dur, lat["style"][u, space.topics[item]], _bait(cfg, u + lo, item))
     duration = np.where(rng.random(nrows) < cfg.missing_duration_rate, 0, dur)
     cols = {
         "user_id": u + lo, "video_id": item, "date": world.dates[t], "hourmin": hourmin[req], "time_ms": rtime[req],
@@ -887,8 +891,8 @@ class KuaiRandTruth:
         action style on the item's topic. E.g. ``truth.action_probabilities([0], [5], [3])["is_like"]``."""
         users, items = np.asarray(users), np.asarray(items)
         style = self.user_style[users, self.item_topic[items]]
-        bait = self.config.bait_strength * appeal(self.config, users, items) if self.config.bait_strength else 0.0
-        return feedback_probabilities(self.config, self.affinity(users, items, days), style, bait)
+        return feedback_probabilities(self.config, self.affinity(users, items, days), style,
+                                      _bait(self.config, users, items))
 
     def day_index(self, dates: np.ndarray) -> np.ndarray:
         """Day index of yyyymmdd dates."""
